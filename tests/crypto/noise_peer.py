@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""A second, independent implementation of tern's transport (SPEC.md,
+"Transport"), built on Debian's python3-dissononce, for interop tests.
+
+    noise_peer.py initiator HOST PORT PATTERN S_PRIV_HEX EXPECT_RS_HEX COUNT
+    noise_peer.py responder HOST 0    -       S_PRIV_HEX EXPECT_RS_HEX COUNT
+
+A responder prints "port N" on stdout once it listens. After the handshake
+each side sends COUNT messages (interop_message(i, sender)), reads COUNT
+from the peer and checks every byte, then the initiator closes. Exit status
+0 only if everything matched. Run it with /usr/bin/python3.
+"""
+import socket
+import struct
+import sys
+
+from dissononce.cipher.chachapoly import ChaChaPolyCipher
+from dissononce.dh.x25519.x25519 import X25519DH
+from dissononce.dh.x25519.private import PrivateKey
+from dissononce.dh.x25519.public import PublicKey
+from dissononce.dh.keypair import KeyPair
+from dissononce.hash.blake2b import Blake2bHash
+from dissononce.processing.handshakepatterns.interactive.IK import IKHandshakePattern
+from dissononce.processing.handshakepatterns.interactive.XX import XXHandshakePattern
+from dissononce.processing.impl.cipherstate import CipherState
+from dissononce.processing.impl.handshakestate import HandshakeState
+from dissononce.processing.impl.symmetricstate import SymmetricState
+
+FLAG_MORE = 0x01
+FRAGMENT_MAX = 65535 - 16 - 1
+PATTERNS = {"XX": (1, XXHandshakePattern), "IK": (2, IKHandshakePattern)}
+
+
+def interop_message(i, sender):
+    """Message i from sender ('I' or 'R'): deterministic bytes, one of them
+    larger than a frame so reassembly is exercised."""
+    n = 70000 if i == 42 else (i * 37) % 1000 + 1
+    seed = (i * 7 + (1 if sender == "I" else 101)) & 0xFF
+    return bytes((seed + j) & 0xFF for j in range(n))
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("peer closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock):
+    (n,) = struct.unpack(">H", recv_exact(sock, 2))
+    return recv_exact(sock, n)
+
+
+def send_frame(sock, body):
+    sock.sendall(struct.pack(">H", len(body)) + body)
+
+
+def send_message(sock, cs, msg):
+    off = 0
+    while True:
+        frag = msg[off:off + FRAGMENT_MAX]
+        off += len(frag)
+        flags = FLAG_MORE if off < len(msg) else 0
+        send_frame(sock, cs.encrypt_with_ad(b"", bytes([flags]) + frag))
+        if off >= len(msg):
+            return
+
+
+def recv_message(sock, cs):
+    out = bytearray()
+    while True:
+        plain = cs.decrypt_with_ad(b"", recv_frame(sock))
+        if plain[0] & ~FLAG_MORE:
+            raise ValueError("unknown flags")
+        out += plain[1:]
+        if not plain[0] & FLAG_MORE:
+            return bytes(out)
+
+
+def new_handshake():
+    return HandshakeState(SymmetricState(CipherState(ChaChaPolyCipher()),
+                                         Blake2bHash()), X25519DH())
+
+
+def keypair(priv_hex):
+    return X25519DH().generate_keypair(PrivateKey(bytes.fromhex(priv_hex)))
+
+
+def main():
+    role, host, port, pattern, s_hex, rs_hex, count = sys.argv[1:8]
+    count = int(count)
+    s = keypair(s_hex)
+    expect_rs = bytes.fromhex(rs_hex)
+    if role == "initiator":
+        code, pat = PATTERNS[pattern]
+        sock = socket.create_connection((host, int(port)))
+        preamble = bytes([ord("T"), ord("N"), 1, code])
+        sock.sendall(preamble)
+        hs = new_handshake()
+        kw = {"s": s}
+        if pattern == "IK":
+            kw["rs"] = PublicKey(expect_rs)
+        hs.initialize(pat(), True, b"tern client" + preamble, **kw)
+        buf = bytearray()
+        hs.write_message(b"", buf)
+        send_frame(sock, bytes(buf))
+        if pattern == "XX":
+            hs.read_message(recv_frame(sock), bytearray())
+            buf = bytearray()
+            cs = hs.write_message(b"", buf)
+            send_frame(sock, bytes(buf))
+        else:
+            cs = hs.read_message(recv_frame(sock), bytearray())
+        tx, rx, me, peer = cs[0], cs[1], "I", "R"
+    else:
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind((host, 0))
+        lsock.listen(1)
+        print("port %d" % lsock.getsockname()[1], flush=True)
+        lsock.settimeout(30)
+        sock, _ = lsock.accept()
+        lsock.close()
+        preamble = recv_exact(sock, 4)
+        if preamble[:3] != b"TN\x01":
+            raise ValueError("bad preamble")
+        pattern = {1: "XX", 2: "IK"}[preamble[3]]
+        pat = PATTERNS[pattern][1]
+        hs = new_handshake()
+        hs.initialize(pat(), False, b"tern client" + preamble, s=s)
+        hs.read_message(recv_frame(sock), bytearray())
+        buf = bytearray()
+        cs = hs.write_message(b"", buf)
+        send_frame(sock, bytes(buf))
+        if cs is None:
+            cs = hs.read_message(recv_frame(sock), bytearray())
+        tx, rx, me, peer = cs[1], cs[0], "R", "I"
+    sock.settimeout(30)
+    if hs.rs.data != expect_rs:
+        print("remote static key mismatch", file=sys.stderr)
+        return 1
+    for i in range(count):
+        send_message(sock, tx, interop_message(i, me))
+    for i in range(count):
+        got = recv_message(sock, rx)
+        if got != interop_message(i, peer):
+            print("message %d differs (%d bytes)" % (i, len(got)),
+                  file=sys.stderr)
+            return 1
+    print("python peer %s %s: %d sent, %d received, all match"
+          % (role, pattern, count, count), flush=True)
+    sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+tern_test(crypto/test_noise_vectors.c LIBS terncrypto)
+tern_test(crypto/test_chan.c LIBS terncrypto)
