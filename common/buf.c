@@ -3,6 +3,9 @@
  */
 #include "buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include <string.h>
 
 void
@@ -207,4 +210,27 @@ buf_store_be64(uint8_t *p, uint64_t v)
 {
 	buf_store_be32(p, (uint32_t)(v >> 32));
 	buf_store_be32(p + 4, (uint32_t)v);
+}
+
+void
+buf_printf(struct buf_writer *w, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (w->err != 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(w->p != NULL ? (char *)w->p + w->len : NULL,
+	    w->p != NULL ? w->cap - w->len : 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		w->err = TERN_EINVAL;
+		return;
+	}
+	if (w->p != NULL && (size_t)n >= w->cap - w->len) {
+		w->err = TERN_ETOOBIG;
+		return;
+	}
+	w->len += (size_t)n;
 }

@@ -67,6 +67,9 @@ void buf_put_u32(struct buf_writer *w, uint32_t v);
 void buf_put_u64(struct buf_writer *w, uint64_t v);
 /* Copies n bytes from p; p may be NULL when n is 0. */
 void buf_put_bytes(struct buf_writer *w, const void *p, size_t n);
+/* buf_printf: formatted text (no NUL); over capacity latches TERN_ETOOBIG. */
+void buf_printf(struct buf_writer *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Loads and stores on raw memory the caller has already bounds-checked
  * (fixed-size records, keys of known length). */

@@ -44,6 +44,7 @@ static const struct err_text err_texts[] = {
 	[29] = {"TERN_EEXPIRED", "expired"},
 	[30] = {"TERN_ECONFIG", "invalid configuration"},
 	[31] = {"TERN_ENOTFOUND", "not found"},
+	[32] = {"TERN_ECANCELED", "canceled"},
 };
 
 static const struct err_text *

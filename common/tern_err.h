@@ -49,7 +49,8 @@ enum tern_err {
 	TERN_EEXPIRED = -29,  /* the thing expired */
 	TERN_ECONFIG = -30,   /* bad configuration */
 	TERN_ENOTFOUND = -31, /* a requested object does not exist */
-	TERN_E_LAST = -31
+	TERN_ECANCELED = -32, /* withdrawn before it was carried out */
+	TERN_E_LAST = -32
 };
 
 /* tern_strerror returns a static, human-readable text for a code. */

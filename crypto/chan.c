@@ -275,6 +275,7 @@ static int
 chan_hs_frame(struct chan *c, const uint8_t *f, size_t n)
 {
 	uint8_t payload[CHAN_HS_MAX];
+	const uint8_t *rs;
 	size_t plen;
 	int r;
 
@@ -287,6 +288,12 @@ chan_hs_frame(struct chan *c, const uint8_t *f, size_t n)
 	/* Handshake payloads are empty in protocol version 1. */
 	if (plen != 0)
 		return TERN_EFIELD;
+	/* A pinned responder key is checked as soon as it is revealed, so
+	 * that our own static key (XX message 3) never goes to an impostor. */
+	rs = noise_handshake_remote_static(c->hs);
+	if (c->has_expect && rs != NULL &&
+	    sodium_memcmp(rs, c->expect_rs, NOISE_DHLEN) != 0)
+		return TERN_EAUTH;
 	if (noise_handshake_action(c->hs) == NOISE_ACTION_WRITE_MESSAGE &&
 	    (r = chan_hs_write(c)) != 0)
 		return r;

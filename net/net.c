@@ -125,6 +125,11 @@ net_mark_dirty(struct net_conn *c)
 {
 	if (c->flags & NET_F_DIRTY)
 		return;
+	/* While output or a close waits, the flush handle must keep the
+	 * loop running: a closing connection has stopped reading, and it
+	 * may be the last thing the loop has. */
+	if (c->nl->dirty == NULL && !c->nl->closing)
+		uv_ref((uv_handle_t *)&c->nl->flush_prepare);
 	c->flags |= NET_F_DIRTY;
 	c->dirty_next = c->nl->dirty;
 	c->nl->dirty = c;
@@ -240,12 +245,16 @@ net_flush_all(struct net_loop *nl)
 {
 	struct net_conn *c;
 
+	if (nl->dirty == NULL)
+		return;
 	while ((c = nl->dirty) != NULL) {
 		nl->dirty = c->dirty_next;
 		c->dirty_next = NULL;
 		c->flags &= (uint8_t)~NET_F_DIRTY;
 		net_flush(c);
 	}
+	if (!nl->closing)
+		uv_unref((uv_handle_t *)&nl->flush_prepare);
 }
 
 static void

@@ -181,6 +181,8 @@ TT_CASE(chan__handshake__xx_unexpected_responder_key_is_eauth)
 	TT_OK(pump(ini, res, 0));
 	TT_ERR(pump(res, ini, 0), TERN_EAUTH);
 	TT_EQ(ini->opened, 0);
+	/* Message 3 (our static key) was never queued for the impostor. */
+	TT_EQ(ini->out_len, 0);
 	TT_ASSERT(!chan_is_open(&ini->c));
 	teardown();
 }

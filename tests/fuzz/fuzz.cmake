@@ -1,8 +1,12 @@
 # libFuzzer targets (-DTERN_FUZZ=ON, clang). Each has a committed seed
 # corpus in fuzz/corpus/<name without fuzz_>/. .ci/run runs each of them.
-foreach(t fuzz_msg fuzz_frame fuzz_noise_responder)
+foreach(t fuzz_msg fuzz_frame fuzz_noise_responder fuzz_http)
   add_executable(${t} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/${t}.c)
-  target_link_libraries(${t} PRIVATE terncrypto)
+  if(t STREQUAL fuzz_http)
+    target_link_libraries(${t} PRIVATE ternnode)
+  else()
+    target_link_libraries(${t} PRIVATE terncrypto)
+  endif()
   target_link_options(${t} PRIVATE -fsanitize=fuzzer)
   set_target_properties(${t} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 endforeach()

@@ -1,0 +1,1906 @@
+/*
+ * server.c: the running node (see server.h and SPEC.md section 7).
+ *
+ * Delivery. An envelope of class message or receipt is answered SENT only
+ * when the store has committed it (durable). It is pushed to the
+ * recipient device from the store's completion, so a device never sees an
+ * envelope the node could still lose, and pushes leave in commit order,
+ * which is the order of receipt. A device that logs in first drains its
+ * queue with store_fetch in seq order; envelopes committed while it drains
+ * are not pushed but picked up by the next fetch ("dirty"), so nothing
+ * overtakes the backlog. The device acknowledges each envelope; only then
+ * is it deleted. Ephemeral envelopes are pushed if the device is online
+ * and live, else dropped; they are never stored.
+ *
+ * Load shedding follows the seed design ("deprioritise, don't drop"):
+ * while the store's queue is deep, ephemeral envelopes are dropped and
+ * receipts wait in memory until it drains; messages always go to the
+ * store, and when even that is full the sender gets EBUSY and no SENT, so
+ * its client resends later.
+ */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "admin.h"
+#include "http.h"
+#include "ident.h"
+#include "keyfile.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "net.h"
+#include "store.h"
+
+#define SRV_FETCH_BATCH 128        /* envelopes per fetch */
+#define SRV_INFLIGHT_RESUME 64     /* fetch more when fewer unacked */
+#define SRV_INFLIGHT_LIVE_MAX 4096 /* unacked pushes before draining */
+#define SRV_OUT_LIVE_MAX (1u << 20) /* queued output before draining */
+#define SRV_SUBS_MAX 256           /* presence subscriptions per session */
+#define SRV_OVERLOAD_HIGH 16384    /* store backlog: start shedding */
+#define SRV_OVERLOAD_LOW 4096      /* store backlog: stop shedding */
+#define SRV_DEFERRED_MAX 65536     /* receipts held while overloaded */
+#define SRV_USERS_BUCKETS0 1024    /* initial hash buckets */
+#define SRV_PP_BUCKETS 65536       /* pushed-before-commit table */
+/* name@domain as formatted here; over 255 bytes it fails to encode. */
+#define SRV_ADDR_BUF (STORE_NAME_MAX + 1 + 253 + 1)
+
+struct session;
+struct nuser;
+
+/* A presence subscription: session sub watches user target. */
+struct psub {
+	struct session *sub;        /* who watches */
+	struct nuser *target;       /* whom */
+	struct psub *next_t;        /* in target->subs */
+	struct psub *next_s;        /* in sub->subs */
+};
+
+/* What the node knows of a user while anyone is online or watching. */
+struct nuser {
+	int64_t user_id;            /* store id */
+	char name[STORE_NAME_MAX + 1]; /* local part */
+	uint32_t refs;              /* sessions + subscriptions */
+	struct session *sessions;   /* its logged-in devices */
+	uint32_t online;            /* how many */
+	struct psub *subs;          /* who watches it */
+	int64_t last_seen_ms;       /* last activity we know of */
+	int privacy;                /* STORE_LASTSEEN_* */
+	bool shown_online;          /* what subscribers were last told */
+	int64_t offline_at;         /* when to tell them "offline" (0: no) */
+	double tokens;              /* send rate limit bucket */
+	uint64_t tokens_ms;         /* its last refill */
+	struct nuser *hnext;        /* hash chain */
+	struct nuser *onext;        /* in srv->going_offline */
+};
+
+enum session_state {
+	SS_UNAUTH = 0,  /* handshake done, not logged in */
+	SS_AUTHED,      /* logged in */
+	SS_GONE         /* closing */
+};
+
+/* Owner data of a client connection (net_conn_data). */
+struct session {
+	struct server *srv;         /* the node */
+	struct net_conn *conn;      /* the connection */
+	struct nuser *user;         /* once logged in */
+	uint32_t device_id;         /* once logged in */
+	uint8_t state;              /* enum session_state */
+	bool live;                  /* backlog drained: push on commit */
+	bool fetching;              /* a store_fetch is under way */
+	bool dirty;                 /* commits for us during the fetch */
+	bool fetch_more;            /* the store has more for us */
+	uint32_t inflight;          /* pushed, not yet acknowledged */
+	int64_t last_seq;           /* highest seq fetched or pushed */
+	uint32_t nsubs;             /* presence subscriptions */
+	struct psub *subs;          /* them */
+	struct session *unext;      /* in user->sessions */
+	uint32_t pending;           /* store requests holding this session */
+};
+
+/* A store request's context: the session may close before it completes,
+ * so the session is kept (pending count) until the completion runs. */
+struct req_ctx {
+	struct session *ss;         /* requester */
+	uint32_t req;               /* its req id */
+	uint8_t type;               /* request type */
+	uint8_t env_id[MSG_ID_LEN]; /* SEND: envelope id */
+	uint64_t t0_us;             /* when it arrived */
+	struct nuser *rcpt;         /* SEND: recipient user (ref held) */
+	uint32_t rcpt_device;       /* SEND: recipient device */
+	uint8_t cls;                /* SEND: class */
+	uint64_t sent_ms;           /* SEND: sender timestamp */
+	uint32_t payload_len;       /* SEND: payload bytes */
+	uint8_t *payload;           /* SEND: copy for the push */
+	char from[SRV_ADDR_BUF];     /* SEND: sender address */
+	uint32_t from_device;       /* SEND: sender device */
+	struct req_ctx *next;       /* in the deferred receipts queue */
+	struct store_req *handle;   /* SEND: the enqueue, for store_cancel */
+	bool pushed;                /* SEND: delivered before the commit */
+	bool in_pp;                 /* SEND: in srv->pp (awaiting ack) */
+	struct req_ctx *pp_next;    /* hash chain in srv->pp */
+};
+
+struct server {
+	uv_loop_t *loop;            /* everything runs here */
+	struct node_config cfg;     /* configuration (copy) */
+	uint8_t priv[32];           /* node static key */
+	struct store *store;        /* durable state */
+	struct net_loop nl;         /* connections */
+	struct net_listener *lis;   /* client listener */
+	struct http_server *http;   /* metrics and admin */
+	struct metrics m;           /* counters */
+	char admin_token[128];      /* for the admin endpoints */
+	uv_signal_t sigterm;        /* stop */
+	uv_signal_t sigint;         /* stop */
+	uv_timer_t timer;           /* expiry, presence, sampling, shedding */
+	uint64_t next_expire;       /* when to run store_expire next */
+	struct nuser **users;       /* hash of nuser by user_id */
+	uint32_t nbuckets;          /* power of two */
+	uint32_t nusers;            /* entries */
+	struct nuser *going_offline; /* users whose devices all left */
+	struct req_ctx *deferred;   /* receipts held while overloaded */
+	struct req_ctx *deferred_tail; /* append here */
+	uint32_t ndeferred;         /* how many */
+	struct req_ctx **pp;        /* pushed before commit, by recipient
+	                               and envelope id (SRV_PP_BUCKETS) */
+	bool overloaded;            /* shedding load */
+	bool expiring;              /* a store_expire is under way */
+	bool stopping;              /* server_stop ran */
+	uint32_t closing_parts;     /* parts still closing */
+	void (*done)(void *, int);  /* called when stopped */
+	void *done_arg;             /* its argument */
+	int status;                 /* exit status for done */
+};
+
+static void session_fetch(struct session *ss);
+static void presence_changed(struct server *srv, struct nuser *u);
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* --- users ----------------------------------------------------------- */
+
+static uint32_t
+user_hash(int64_t id)
+{
+	uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+	return (uint32_t)(x >> 32);
+}
+
+static struct nuser *
+user_find(struct server *srv, int64_t id)
+{
+	struct nuser *u;
+
+	for (u = srv->users[user_hash(id) & (srv->nbuckets - 1)]; u != NULL;
+	    u = u->hnext)
+		if (u->user_id == id)
+			return u;
+	return NULL;
+}
+
+static void
+user_grow(struct server *srv)
+{
+	uint32_t nb = srv->nbuckets * 2, i;
+	struct nuser **b = calloc(nb, sizeof(*b)), *u, *next;
+
+	if (b == NULL)
+		return; /* longer chains, still correct */
+	for (i = 0; i < srv->nbuckets; i++) {
+		for (u = srv->users[i]; u != NULL; u = next) {
+			next = u->hnext;
+			u->hnext = b[user_hash(u->user_id) & (nb - 1)];
+			b[user_hash(u->user_id) & (nb - 1)] = u;
+		}
+	}
+	free(srv->users);
+	srv->users = b;
+	srv->nbuckets = nb;
+}
+
+/* user_get: the nuser for a store user, made on first use; a reference
+ * is taken. NULL on allocation failure. */
+static struct nuser *
+user_get(struct server *srv, int64_t id, const char *name)
+{
+	struct store_profile p;
+	struct nuser *u = user_find(srv, id);
+	uint32_t b;
+
+	if (u != NULL) {
+		u->refs++;
+		return u;
+	}
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return NULL;
+	u->user_id = id;
+	snprintf(u->name, sizeof(u->name), "%s", name);
+	u->refs = 1;
+	u->tokens = srv->cfg.send_burst;
+	u->tokens_ms = uv_now(srv->loop);
+	if (store_profile_get(srv->store, id, &p) == 0) {
+		u->last_seen_ms = p.last_seen_ms;
+		u->privacy = p.last_seen_privacy;
+	}
+	if (srv->nusers + 1 > srv->nbuckets)
+		user_grow(srv);
+	b = user_hash(id) & (srv->nbuckets - 1);
+	u->hnext = srv->users[b];
+	srv->users[b] = u;
+	srv->nusers++;
+	return u;
+}
+
+static void
+user_put(struct server *srv, struct nuser *u)
+{
+	struct nuser **pp;
+
+	if (--u->refs > 0)
+		return;
+	for (pp = &srv->users[user_hash(u->user_id) & (srv->nbuckets - 1)];
+	    *pp != NULL; pp = &(*pp)->hnext) {
+		if (*pp == u) {
+			*pp = u->hnext;
+			break;
+		}
+	}
+	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
+		if (*pp == u) {
+			*pp = u->onext;
+			break;
+		}
+	}
+	srv->nusers--;
+	free(u);
+}
+
+/* --- sending to a session -------------------------------------------- */
+
+static int
+session_send(struct session *ss, const struct msg *m)
+{
+	uint8_t buf[MSG_MAX];
+	size_t n;
+	int r;
+
+	if (ss->state == SS_GONE)
+		return TERN_ECLOSED;
+	if ((r = msg_encode(m, buf, sizeof(buf), &n)) != 0) {
+		log_warn("encode %s: %s", msg_type_name(m->type),
+		    tern_strerror(r));
+		return r;
+	}
+	r = net_conn_send(ss->conn, buf, n);
+	if (r != 0)
+		net_conn_abort(ss->conn, r);
+	return r;
+}
+
+static void
+session_error(struct session *ss, uint32_t req, int code, const char *detail)
+{
+	struct msg m = {.type = MSG_ERROR, .req = req};
+
+	m.u.error.code = (uint16_t)(code < 0 ? -code : code);
+	m.u.error.detail.p = detail ? detail : tern_strerror(code);
+	m.u.error.detail.len = strlen(m.u.error.detail.p);
+	(void)session_send(ss, &m);
+}
+
+static void
+session_ok(struct session *ss, uint32_t req)
+{
+	struct msg m = {.type = MSG_OK, .req = req};
+
+	(void)session_send(ss, &m);
+}
+
+static struct session *
+user_device(struct nuser *u, uint32_t device_id)
+{
+	struct session *ss;
+
+	for (ss = u->sessions; ss != NULL; ss = ss->unext)
+		if (ss->device_id == device_id && ss->state == SS_AUTHED)
+			return ss;
+	return NULL;
+}
+
+/* push_deliver: sends one envelope to a device. */
+static void
+push_deliver(struct session *ss, const uint8_t id[MSG_ID_LEN],
+    const char *from, uint32_t from_device, uint8_t cls, uint64_t sent_ms,
+    uint64_t received_ms, const uint8_t *payload, size_t len)
+{
+	struct msg m = {.type = MSG_DELIVER, .req = 0};
+
+	memcpy(m.u.deliver.id, id, MSG_ID_LEN);
+	m.u.deliver.from.p = from;
+	m.u.deliver.from.len = strlen(from);
+	m.u.deliver.from_device = from_device;
+	m.u.deliver.class = cls;
+	m.u.deliver.timestamp_ms = sent_ms;
+	m.u.deliver.received_ms = received_ms;
+	m.u.deliver.payload.p = payload;
+	m.u.deliver.payload.len = len;
+	if (session_send(ss, &m) == 0) {
+		ss->srv->m.envelopes_delivered_total++;
+		if (cls != MSG_CLASS_EPHEMERAL)
+			ss->inflight++;
+	}
+}
+
+static void
+push_notice(struct session *ss, const struct store_env *e)
+{
+	struct store_notice n;
+	struct msg m = {.type = MSG_NOTICE, .req = 0};
+
+	if (store_notice_parse(e->payload, e->payload_len, &n) != 0) {
+		log_warn("bad notice in queue, dropped");
+		if (store_ack(ss->srv->store, ss->user->user_id,
+		    ss->device_id, e->env_id, NULL, NULL) != 0)
+			log_debug("ack of a bad notice deferred");
+		return;
+	}
+	memcpy(m.u.notice.notice_id, e->env_id, MSG_ID_LEN);
+	m.u.notice.kind = n.kind;
+	memcpy(m.u.notice.ref_id, n.ref_env_id, MSG_ID_LEN);
+	m.u.notice.peer.p = n.peer_addr;
+	m.u.notice.peer.len = n.peer_len;
+	m.u.notice.peer_device = n.peer_device;
+	if (session_send(ss, &m) == 0)
+		ss->inflight++;
+}
+
+/* --- the offline queue ----------------------------------------------- */
+
+static void
+session_release(struct session *ss)
+{
+	if (--ss->pending == 0 && ss->state == SS_GONE)
+		free(ss);
+}
+
+static void
+fetch_done(void *arg, int status, const struct store_result *res)
+{
+	struct session *ss = arg;
+	size_t i;
+
+	ss->fetching = false;
+	if (ss->state != SS_AUTHED) {
+		session_release(ss);
+		return;
+	}
+	if (status != 0) {
+		log_warn("fetch for %s/%u: %s", ss->user->name, ss->device_id,
+		    tern_strerror(status));
+		ss->fetch_more = true; /* retry on the next ack or timer */
+		session_release(ss);
+		return;
+	}
+	for (i = 0; i < res->n_envs; i++) {
+		const struct store_env *e = &res->envs[i];
+		if (e->seq > ss->last_seq)
+			ss->last_seq = e->seq;
+		if (e->cls == STORE_CLASS_NOTICE)
+			push_notice(ss, e);
+		else
+			push_deliver(ss, e->env_id, e->sender_addr,
+			    e->sender_device, e->cls, (uint64_t)e->sent_ms,
+			    (uint64_t)e->received_ms, e->payload,
+			    e->payload_len);
+	}
+	ss->fetch_more = res->more;
+	if (!res->more && !ss->dirty)
+		ss->live = true;
+	session_fetch(ss);
+	session_release(ss);
+}
+
+/* session_fetch: asks for the next part of the backlog, unless the device
+ * has too much unacknowledged already (it asks again as acks come). */
+static void
+session_fetch(struct session *ss)
+{
+	int r;
+
+	if (ss->state != SS_AUTHED || ss->fetching || ss->live ||
+	    ss->inflight >= SRV_INFLIGHT_RESUME)
+		return;
+	if (!ss->fetch_more && !ss->dirty)
+		return;
+	ss->dirty = false;
+	ss->fetching = true;
+	ss->pending++;
+	r = store_fetch(ss->srv->store, ss->user->user_id, ss->device_id,
+	    ss->last_seq, SRV_FETCH_BATCH, fetch_done, ss);
+	if (r != 0) {
+		ss->fetching = false;
+		ss->pending--;
+		ss->fetch_more = true;
+	}
+}
+
+/* session_unlive: the device fell behind; further envelopes wait in the
+ * store and reach it through fetches. */
+static void
+session_unlive(struct session *ss)
+{
+	ss->live = false;
+	ss->dirty = true;
+}
+
+/* --- envelopes ------------------------------------------------------- */
+
+/*
+ * Write-back. An envelope for a live device is pushed at once and its
+ * enqueue submitted; if the device acknowledges it before the store's
+ * writer has taken the enqueue, the enqueue is withdrawn and the envelope
+ * never reaches the disk (most messages to online users are acknowledged
+ * within a millisecond). The sender then hears SENT with the recipient's
+ * acknowledgement: the envelope is safe with its recipient. srv->pp finds
+ * such envelopes by recipient device and id when the ACK comes.
+ */
+static uint32_t
+pp_hash(int64_t user_id, uint32_t device_id, const uint8_t id[MSG_ID_LEN])
+{
+	uint32_t h;
+
+	memcpy(&h, id, sizeof(h));
+	return (h ^ device_id ^ (uint32_t)user_id * 2654435761u) &
+	    (SRV_PP_BUCKETS - 1);
+}
+
+static void
+pp_insert(struct server *srv, struct req_ctx *c)
+{
+	uint32_t b = pp_hash(c->rcpt->user_id, c->rcpt_device, c->env_id);
+
+	c->pp_next = srv->pp[b];
+	srv->pp[b] = c;
+	c->in_pp = true;
+}
+
+static void
+pp_remove(struct server *srv, struct req_ctx *c)
+{
+	struct req_ctx **pp;
+
+	if (!c->in_pp)
+		return;
+	for (pp = &srv->pp[pp_hash(c->rcpt->user_id, c->rcpt_device,
+	    c->env_id)]; *pp != NULL; pp = &(*pp)->pp_next) {
+		if (*pp == c) {
+			*pp = c->pp_next;
+			break;
+		}
+	}
+	c->in_pp = false;
+}
+
+static struct req_ctx *
+pp_find(struct server *srv, int64_t user_id, uint32_t device_id,
+    const uint8_t id[MSG_ID_LEN])
+{
+	struct req_ctx *c;
+
+	for (c = srv->pp[pp_hash(user_id, device_id, id)]; c != NULL;
+	    c = c->pp_next)
+		if (c->rcpt->user_id == user_id && c->rcpt_device ==
+		    device_id && memcmp(c->env_id, id, MSG_ID_LEN) == 0)
+			return c;
+	return NULL;
+}
+
+static void
+ctx_sent(struct server *srv, struct req_ctx *c)
+{
+	struct msg m = {.type = MSG_SENT, .req = c->req};
+
+	memcpy(m.u.sent.id, c->env_id, MSG_ID_LEN);
+	if (c->ss->state == SS_AUTHED)
+		(void)session_send(c->ss, &m);
+	metrics_observe(&srv->m.send_to_sent_us, mono_us() - c->t0_us);
+}
+
+static void
+ctx_free(struct server *srv, struct req_ctx *c)
+{
+	pp_remove(srv, c);
+	if (c->rcpt != NULL)
+		user_put(srv, c->rcpt);
+	if (c->payload != NULL)
+		free(c->payload);
+	if (c->ss != NULL)
+		session_release(c->ss);
+	free(c);
+}
+
+static void
+enqueue_done(void *arg, int status, const struct store_result *res)
+{
+	struct req_ctx *c = arg;
+	struct session *ss = c->ss, *to;
+	struct server *srv = ss->srv;
+
+	pp_remove(srv, c);
+	if (status == TERN_ECANCELED) {
+		/* Acknowledged by its recipient first: SENT went then. */
+		ctx_free(srv, c);
+		return;
+	}
+	if (status != 0) {
+		if (status == TERN_EQUOTA)
+			srv->m.quota_refusals_total++;
+		else if (status == TERN_EDISK)
+			srv->m.disk_errors_total++;
+		/* A pushed copy may have reached the device; the sender
+		 * resends, and the device drops the duplicate by id. */
+		if (ss->state == SS_AUTHED)
+			session_error(ss, c->req, status, NULL);
+		ctx_free(srv, c);
+		return;
+	}
+	ctx_sent(srv, c);
+	to = user_device(c->rcpt, c->rcpt_device);
+	if (!c->pushed && to != NULL && !res->duplicate) {
+		if (to->live && (to->inflight >= SRV_INFLIGHT_LIVE_MAX ||
+		    net_conn_queued(to->conn) > SRV_OUT_LIVE_MAX))
+			session_unlive(to);
+		if (to->live) {
+			push_deliver(to, c->env_id, c->from, c->from_device,
+			    c->cls, c->sent_ms, now_ms(), c->payload,
+			    c->payload_len);
+			metrics_observe(&srv->m.send_to_push_us,
+			    mono_us() - c->t0_us);
+		} else {
+			to->dirty = true;
+			session_fetch(to);
+		}
+	}
+	if (to != NULL && res->seq > to->last_seq && (c->pushed || to->live))
+		to->last_seq = res->seq;
+	ctx_free(srv, c);
+}
+
+static int
+enqueue_submit(struct server *srv, struct req_ctx *c)
+{
+	struct store_env_in e = {0};
+	uint64_t now = now_ms();
+
+	e.rcpt_user = c->rcpt->user_id;
+	e.rcpt_device = c->rcpt_device;
+	memcpy(e.env_id, c->env_id, MSG_ID_LEN);
+	e.cls = c->cls;
+	e.sender_addr = c->from;
+	e.sender_user = c->ss->user != NULL ? c->ss->user->user_id : 0;
+	e.sender_device = c->from_device;
+	e.sent_ms = (int64_t)c->sent_ms;
+	e.received_ms = (int64_t)now;
+	e.expires_ms = (int64_t)(now + srv->cfg.queue_ttl_ms);
+	e.payload = c->payload;
+	e.payload_len = c->payload_len;
+	return store_enqueue_h(srv->store, &e, enqueue_done, c, &c->handle);
+}
+
+/* deferred_drain: submits held receipts while the store has room. */
+static void
+deferred_drain(struct server *srv)
+{
+	struct req_ctx *c;
+	int r;
+
+	while ((c = srv->deferred) != NULL) {
+		if (store_pending(srv->store) > SRV_OVERLOAD_LOW)
+			return;
+		srv->deferred = c->next;
+		if (srv->deferred == NULL)
+			srv->deferred_tail = NULL;
+		srv->ndeferred--;
+		c->next = NULL;
+		if ((r = enqueue_submit(srv, c)) != 0) {
+			if (c->ss->state == SS_AUTHED)
+				session_error(c->ss, c->req, r, NULL);
+			ctx_free(srv, c);
+		}
+	}
+}
+
+static bool
+overload_check(struct server *srv)
+{
+	uint64_t pending = store_pending(srv->store);
+
+	if (!srv->overloaded && pending > SRV_OVERLOAD_HIGH) {
+		srv->overloaded = true;
+		log_warn("overloaded (%llu store requests waiting): shedding "
+		    "typing indicators, delaying receipts",
+		    (unsigned long long)pending);
+	} else if (srv->overloaded && pending < SRV_OVERLOAD_LOW) {
+		srv->overloaded = false;
+		log_info("load back to normal");
+	}
+	return srv->overloaded;
+}
+
+/* rate_take: one token from the user's bucket (send_rate/s, send_burst). */
+static bool
+rate_take(struct server *srv, struct nuser *u)
+{
+	uint64_t now = uv_now(srv->loop);
+
+	u->tokens += (double)(now - u->tokens_ms) * srv->cfg.send_rate / 1000.0;
+	if (u->tokens > srv->cfg.send_burst)
+		u->tokens = srv->cfg.send_burst;
+	u->tokens_ms = now;
+	if (u->tokens < 1.0)
+		return false;
+	u->tokens -= 1.0;
+	return true;
+}
+
+/* addr_local: the local part of addr if its domain is ours, else NULL. */
+static const char *
+addr_local(struct server *srv, const struct msg_str *a, char *buf, size_t cap)
+{
+	struct ident_addr ia;
+
+	if (ident_addr_split(a->p, a->len, &ia) != 0)
+		return NULL;
+	if (ia.domain_len != strlen(srv->cfg.domain) ||
+	    memcmp(ia.domain, srv->cfg.domain, ia.domain_len) != 0)
+		return NULL;
+	if (ia.local_len >= cap)
+		return NULL;
+	memcpy(buf, ia.local, ia.local_len);
+	buf[ia.local_len] = '\0';
+	return buf;
+}
+
+static void
+handle_send(struct session *ss, const struct msg *m)
+{
+	const struct msg_send *s = &m->u.send;
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1];
+	uint8_t key[STORE_KEY_LEN];
+	struct store_user_info ui;
+	struct session *to;
+	struct req_ctx *c;
+	struct nuser *ru;
+	int r;
+
+	srv->m.envelopes_in_total[s->class < 4 ? s->class : 0]++;
+	if (!rate_take(srv, ss->user)) {
+		srv->m.rate_limited_total++;
+		session_error(ss, m->req, TERN_ERATE, "send rate limit");
+		return;
+	}
+	if (addr_local(srv, &s->to, name, sizeof(name)) == NULL) {
+		session_error(ss, m->req, TERN_EUNREACH,
+		    "recipient's domain is not served here (federation is "
+		    "not enabled)");
+		return;
+	}
+	if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
+	    (r = store_device_lookup(srv->store, name, s->to_device,
+	    key)) != 0) {
+		session_error(ss, m->req, r == TERN_EDENIED ? r : TERN_ENOUSER,
+		    r == TERN_EDENIED ? "recipient disabled" :
+		    "no such user or device");
+		return;
+	}
+	if (s->class == MSG_CLASS_EPHEMERAL) {
+		/* Never stored: to a live device now, or nowhere. */
+		struct msg sent = {.type = MSG_SENT, .req = m->req};
+		ru = user_find(srv, ui.user_id);
+		to = ru ? user_device(ru, s->to_device) : NULL;
+		if (to != NULL && to->live && !srv->overloaded) {
+			char from[SRV_ADDR_BUF];
+			snprintf(from, sizeof(from), "%s@%s", ss->user->name,
+			    srv->cfg.domain);
+			push_deliver(to, s->id, from, ss->device_id, s->class,
+			    s->timestamp_ms, now_ms(), s->payload.p,
+			    s->payload.len);
+		} else
+			srv->m.ephemeral_dropped_total++;
+		memcpy(sent.u.sent.id, s->id, MSG_ID_LEN);
+		(void)session_send(ss, &sent);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (s->payload.len > 0 &&
+	    (c->payload = malloc(s->payload.len)) == NULL)) {
+		free(c);
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return;
+	}
+	c->ss = ss;
+	ss->pending++;
+	c->req = m->req;
+	c->type = m->type;
+	c->t0_us = mono_us();
+	memcpy(c->env_id, s->id, MSG_ID_LEN);
+	c->cls = s->class;
+	c->sent_ms = s->timestamp_ms;
+	c->rcpt_device = s->to_device;
+	c->from_device = ss->device_id;
+	snprintf(c->from, sizeof(c->from), "%s@%s", ss->user->name,
+	    srv->cfg.domain);
+	if (s->payload.len > 0)
+		memcpy(c->payload, s->payload.p, s->payload.len);
+	c->payload_len = (uint32_t)s->payload.len;
+	if ((c->rcpt = user_get(srv, ui.user_id, name)) == NULL) {
+		ctx_free(srv, c);
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return;
+	}
+	if (s->class == MSG_CLASS_RECEIPT && (overload_check(srv) ||
+	    srv->deferred != NULL)) {
+		if (srv->ndeferred >= SRV_DEFERRED_MAX) {
+			ctx_free(srv, c);
+			session_error(ss, m->req, TERN_EBUSY, NULL);
+			return;
+		}
+		/* Receipts wait (in order) until the store catches up. */
+		srv->m.receipts_deferred_total++;
+		if (srv->deferred_tail)
+			srv->deferred_tail->next = c;
+		else
+			srv->deferred = c;
+		srv->deferred_tail = c;
+		srv->ndeferred++;
+		return;
+	}
+	to = user_device(c->rcpt, c->rcpt_device);
+	if (to != NULL && to->live && !srv->overloaded &&
+	    to->inflight < SRV_INFLIGHT_LIVE_MAX &&
+	    net_conn_queued(to->conn) <= SRV_OUT_LIVE_MAX) {
+		push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
+		    c->sent_ms, now_ms(), c->payload, c->payload_len);
+		metrics_observe(&srv->m.send_to_push_us, mono_us() - c->t0_us);
+		c->pushed = true;
+	}
+	if ((r = enqueue_submit(srv, c)) != 0) {
+		ctx_free(srv, c);
+		session_error(ss, m->req, r, NULL);
+		return;
+	}
+	if (c->pushed)
+		pp_insert(srv, c);
+}
+
+
+static void
+handle_ack(struct session *ss, const struct msg *m)
+{
+	struct server *srv = ss->srv;
+
+	struct req_ctx *c;
+
+	if (ss->inflight > 0)
+		ss->inflight--;
+	srv->m.envelopes_acked_total++;
+	c = pp_find(srv, ss->user->user_id, ss->device_id, m->u.ack.id);
+	if (c != NULL) {
+		pp_remove(srv, c);
+		if (store_cancel(srv->store, c->handle) == 0) {
+			/* Never stored, and now safe with its recipient. */
+			ctx_sent(srv, c);
+			session_fetch(ss);
+			return;
+		}
+		/* The writer has it: the ack below deletes it after. */
+	}
+	/* A repeated ack is harmless: the store reports ENOTFOUND to no
+	 * one (no callback). */
+	if (store_ack(srv->store, ss->user->user_id, ss->device_id,
+	    m->u.ack.id, NULL, NULL) != 0)
+		log_debug("ack not stored (store busy or closing): the "
+		    "envelope will be delivered again");
+	session_fetch(ss);
+}
+
+/* --- presence -------------------------------------------------------- */
+
+/* presence_visible: may viewer see target's online state and last seen?
+ * Privacy applies as set by target; and, as in WhatsApp, a viewer who
+ * hides their own last seen sees no one's. */
+static bool
+presence_visible(struct server *srv, struct nuser *viewer,
+    struct nuser *target)
+{
+	char addr[SRV_ADDR_BUF];
+
+	if (viewer == target)
+		return true;
+	if (viewer->privacy == STORE_LASTSEEN_NOBODY)
+		return false;
+	switch (target->privacy) {
+	case STORE_LASTSEEN_EVERYONE:
+		return true;
+	case STORE_LASTSEEN_CONTACTS:
+		snprintf(addr, sizeof(addr), "%s@%s", viewer->name,
+		    srv->cfg.domain);
+		return store_contact_has(srv->store, target->user_id,
+		    addr) == 0;
+	default:
+		return false;
+	}
+}
+
+static void
+presence_send(struct server *srv, struct session *to, struct nuser *u,
+    uint32_t req)
+{
+	char addr[SRV_ADDR_BUF];
+	struct msg m = {.type = MSG_PRESENCE, .req = req};
+
+	snprintf(addr, sizeof(addr), "%s@%s", u->name, srv->cfg.domain);
+	m.u.presence.user.p = addr;
+	m.u.presence.user.len = strlen(addr);
+	if (to->user == NULL || !presence_visible(srv, to->user, u)) {
+		m.u.presence.state = MSG_PRESENCE_HIDDEN;
+		m.u.presence.last_seen_ms = 0;
+	} else if (u->shown_online) {
+		m.u.presence.state = MSG_PRESENCE_ONLINE;
+		m.u.presence.last_seen_ms = (uint64_t)u->last_seen_ms;
+	} else {
+		m.u.presence.state = MSG_PRESENCE_OFFLINE;
+		m.u.presence.last_seen_ms = (uint64_t)u->last_seen_ms;
+	}
+	(void)session_send(to, &m);
+}
+
+static void
+presence_changed(struct server *srv, struct nuser *u)
+{
+	struct psub *p;
+
+	for (p = u->subs; p != NULL; p = p->next_t)
+		if (p->sub->state == SS_AUTHED)
+			presence_send(srv, p->sub, u, 0);
+}
+
+static void
+presence_online(struct server *srv, struct nuser *u)
+{
+	struct nuser **pp;
+
+	u->last_seen_ms = (int64_t)now_ms();
+	u->offline_at = 0;
+	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
+		if (*pp == u) {
+			*pp = u->onext;
+			break;
+		}
+	}
+	if (!u->shown_online) {
+		u->shown_online = true;
+		presence_changed(srv, u);
+	}
+	if (store_last_seen(srv->store, u->user_id, u->last_seen_ms, NULL,
+	    NULL) != 0)
+		log_debug("last seen of %s not stored", u->name);
+}
+
+/* presence_offline_soon: the last device left; subscribers hear
+ * "offline" only if none is back within the threshold, so a device that
+ * reconnects (a phone changing networks) does not flap. */
+static void
+presence_offline_soon(struct server *srv, struct nuser *u)
+{
+	u->last_seen_ms = (int64_t)now_ms();
+	if (store_last_seen(srv->store, u->user_id, u->last_seen_ms, NULL,
+	    NULL) != 0)
+		log_debug("last seen of %s not stored", u->name);
+	u->offline_at = u->last_seen_ms + (int64_t)srv->cfg.online_threshold_ms;
+	u->refs++; /* held until the timer has told the subscribers */
+	u->onext = srv->going_offline;
+	srv->going_offline = u;
+}
+
+static void
+presence_tick(struct server *srv)
+{
+	struct nuser **pp = &srv->going_offline, *u;
+	int64_t now = (int64_t)now_ms();
+
+	while ((u = *pp) != NULL) {
+		if (u->offline_at > now) {
+			pp = &u->onext;
+			continue;
+		}
+		*pp = u->onext;
+		u->onext = NULL;
+		if (u->online == 0 && u->shown_online) {
+			u->shown_online = false;
+			presence_changed(srv, u);
+		}
+		user_put(srv, u);
+	}
+}
+
+static void
+psub_remove(struct server *srv, struct psub *p)
+{
+	struct psub **pp;
+
+	for (pp = &p->target->subs; *pp != NULL; pp = &(*pp)->next_t) {
+		if (*pp == p) {
+			*pp = p->next_t;
+			break;
+		}
+	}
+	for (pp = &p->sub->subs; *pp != NULL; pp = &(*pp)->next_s) {
+		if (*pp == p) {
+			*pp = p->next_s;
+			break;
+		}
+	}
+	p->sub->nsubs--;
+	user_put(srv, p->target);
+	free(p);
+}
+
+static void
+handle_presence_sub(struct session *ss, const struct msg *m, bool sub)
+{
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	struct nuser *t;
+	struct psub *p;
+
+	if (addr_local(srv, &m->u.presence_sub.user, name,
+	    sizeof(name)) == NULL ||
+	    store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE) {
+		session_error(ss, m->req, TERN_ENOUSER, NULL);
+		return;
+	}
+	for (p = ss->subs; p != NULL; p = p->next_s)
+		if (p->target->user_id == ui.user_id)
+			break;
+	if (!sub) {
+		if (p != NULL)
+			psub_remove(srv, p);
+		session_ok(ss, m->req);
+		return;
+	}
+	if (p == NULL) {
+		if (ss->nsubs >= SRV_SUBS_MAX) {
+			session_error(ss, m->req, TERN_EQUOTA,
+			    "too many presence subscriptions");
+			return;
+		}
+		if ((p = calloc(1, sizeof(*p))) == NULL ||
+		    (t = user_get(srv, ui.user_id, name)) == NULL) {
+			free(p);
+			session_error(ss, m->req, TERN_ENOMEM, NULL);
+			return;
+		}
+		p->sub = ss;
+		p->target = t;
+		p->next_t = t->subs;
+		t->subs = p;
+		p->next_s = ss->subs;
+		ss->subs = p;
+		ss->nsubs++;
+	}
+	presence_send(srv, ss, p->target, m->req);
+}
+
+/* --- accounts -------------------------------------------------------- */
+
+/* session_login: the connection is now user u's device. */
+static void
+session_login(struct session *ss, struct nuser *u, uint32_t device_id)
+{
+	struct server *srv = ss->srv;
+	struct session *old = user_device(u, device_id);
+
+	/* One connection per device: the newest wins (the old one is a
+	 * dead socket the device has not noticed yet). */
+	if (old != NULL) {
+		session_error(old, 0, TERN_ECLOSED,
+		    "logged in again from elsewhere");
+		net_conn_close(old->conn, TERN_ECLOSED);
+	}
+	ss->user = u;
+	ss->device_id = device_id;
+	ss->state = SS_AUTHED;
+	ss->unext = u->sessions;
+	u->sessions = ss;
+	if (u->online++ == 0)
+		presence_online(srv, u);
+	else
+		u->last_seen_ms = (int64_t)now_ms();
+	srv->m.unauth_current--;
+	srv->m.logins_total++;
+	chan_set_msg_cap(&ss->conn->chan, MSG_MAX);
+	ss->fetch_more = true;
+	session_fetch(ss);
+}
+
+static void
+handle_login(struct session *ss, const struct msg *m)
+{
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	uint8_t key[STORE_KEY_LEN];
+	uint64_t queued = 0, qbytes = 0;
+	struct nuser *u;
+	int r;
+
+	if (addr_local(srv, &m->u.login.user, name, sizeof(name)) == NULL) {
+		srv->m.login_failures_total++;
+		session_error(ss, m->req, TERN_ENOUSER,
+		    "this node does not serve that domain");
+		net_conn_close(ss->conn, TERN_ENOUSER);
+		return;
+	}
+	r = store_device_lookup(srv->store, name, m->u.login.device_id, key);
+	if (r == 0 && sodium_memcmp(key, chan_remote_key(&ss->conn->chan),
+	    STORE_KEY_LEN) != 0)
+		r = TERN_EAUTH;
+	if (r == 0)
+		r = store_user_lookup(srv->store, name, &ui);
+	if (r != 0) {
+		/* Unknown device and wrong key look the same from outside. */
+		srv->m.login_failures_total++;
+		if (r == TERN_ENOUSER)
+			r = TERN_EAUTH;
+		session_error(ss, m->req, r, r == TERN_EDENIED ?
+		    "account disabled" : "device not registered with this key");
+		net_conn_close(ss->conn, r);
+		return;
+	}
+	if ((u = user_get(srv, ui.user_id, name)) == NULL) {
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		net_conn_close(ss->conn, TERN_ENOMEM);
+		return;
+	}
+	if (store_queue_usage(srv->store, ui.user_id, &queued, &qbytes) != 0)
+		queued = 0;
+	struct msg ok = {.type = MSG_LOGIN_OK, .req = m->req};
+	ok.u.login_ok.server_time_ms = now_ms();
+	ok.u.login_ok.queued = queued > UINT32_MAX ? UINT32_MAX :
+	    (uint32_t)queued;
+	(void)session_send(ss, &ok);
+	session_login(ss, u, m->u.login.device_id);
+}
+
+static void
+register_done(void *arg, int status, const struct store_result *res)
+{
+	struct req_ctx *c = arg;
+	struct session *ss = c->ss;
+	struct server *srv = ss->srv;
+	struct nuser *u;
+
+	if (ss->state != SS_UNAUTH) {
+		ctx_free(srv, c);
+		return;
+	}
+	if (status != 0) {
+		session_error(ss, c->req, status, status == TERN_EDENIED ?
+		    "invite unknown, used or expired" : status == TERN_EEXIST ?
+		    "name taken" : NULL);
+		ctx_free(srv, c);
+		return;
+	}
+	if ((u = user_get(srv, res->user_id, c->from)) == NULL) {
+		session_error(ss, c->req, TERN_ENOMEM, NULL);
+		net_conn_close(ss->conn, TERN_ENOMEM);
+		ctx_free(srv, c);
+		return;
+	}
+	srv->m.registrations_total++;
+	struct msg ok = {.type = MSG_REGISTERED, .req = c->req};
+	ok.u.registered.device_id = res->device_id;
+	(void)session_send(ss, &ok);
+	session_login(ss, u, res->device_id);
+	ctx_free(srv, c);
+}
+
+static void
+handle_register(struct session *ss, const struct msg *m)
+{
+	const struct msg_register *g = &m->u.reg;
+	struct server *srv = ss->srv;
+	uint8_t h[STORE_INVITE_HASH_LEN];
+	char name[STORE_NAME_MAX + 1], dev[MSG_DEVICE_NAME_MAX + 1];
+	const uint8_t *invite = NULL;
+	struct req_ctx *c;
+	int r;
+
+	if (addr_local(srv, &g->user, name, sizeof(name)) == NULL) {
+		session_error(ss, m->req, TERN_EDENIED,
+		    "this node does not serve that domain");
+		return;
+	}
+	if (g->invite.len > 0) {
+		crypto_generichash(h, sizeof(h), (const uint8_t *)g->invite.p,
+		    g->invite.len, NULL, 0);
+		invite = h;
+	} else if (!srv->cfg.open_registration) {
+		session_error(ss, m->req, TERN_EDENIED,
+		    "an invite code is required");
+		return;
+	}
+	snprintf(dev, sizeof(dev), "%.*s", (int)g->device_name.len,
+	    g->device_name.p);
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return;
+	}
+	c->ss = ss;
+	ss->pending++;
+	c->req = m->req;
+	snprintf(c->from, sizeof(c->from), "%s", name);
+	r = store_register(srv->store, name, invite,
+	    chan_remote_key(&ss->conn->chan), dev, (int64_t)now_ms(),
+	    register_done, c);
+	if (r != 0) {
+		session_error(ss, m->req, r, NULL);
+		ctx_free(srv, c);
+	}
+}
+
+/* Completion of a store write whose answer is OK or ERROR. */
+static void
+simple_done(void *arg, int status, const struct store_result *res)
+{
+	struct req_ctx *c = arg;
+	struct session *ss = c->ss;
+
+	if (ss->state == SS_AUTHED) {
+		if (status == 0 && c->type == MSG_DEVICE_ADD) {
+			struct msg m = {.type = MSG_DEVICE_ADDED, .req = c->req};
+			m.u.device_added.device_id = res->device_id;
+			(void)session_send(ss, &m);
+		} else if (status == 0 || (status == TERN_ENOTFOUND &&
+		    c->type == MSG_CONTACT_REMOVE)) {
+			session_ok(ss, c->req);
+		} else {
+			session_error(ss, c->req, status, NULL);
+		}
+	}
+	ctx_free(ss->srv, c);
+}
+
+static struct req_ctx *
+ctx_new(struct session *ss, const struct msg *m)
+{
+	struct req_ctx *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return NULL;
+	}
+	c->ss = ss;
+	ss->pending++;
+	c->req = m->req;
+	c->type = m->type;
+	return c;
+}
+
+static void
+submitted(struct session *ss, struct req_ctx *c, int r)
+{
+	if (r != 0) {
+		session_error(ss, c->req, r, NULL);
+		ctx_free(ss->srv, c);
+	}
+}
+
+static int
+contacts_each(void *arg, const char *address)
+{
+	struct buf_writer *w = ((void **)arg)[0];
+	struct msg_list *l = ((void **)arg)[1];
+
+	if (l->count >= MSG_CONTACTS_MAX)
+		return 1;
+	return msg_addrlist_add(l, w, address, strlen(address));
+}
+
+static void
+handle_device_list(struct session *ss, const struct msg *m)
+{
+	struct server *srv = ss->srv;
+	struct store_device_info di[MSG_DEVICES_MAX];
+	uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN];
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	struct buf_writer w;
+	size_t n = 0, i;
+	struct msg out = {.type = MSG_DEVICES, .req = m->req};
+
+	if (addr_local(srv, &m->u.device_list.user, name,
+	    sizeof(name)) == NULL ||
+	    store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE ||
+	    store_device_list(srv->store, ui.user_id, di, MSG_DEVICES_MAX,
+	    &n) != 0) {
+		session_error(ss, m->req, TERN_ENOUSER, NULL);
+		return;
+	}
+	if (n > MSG_DEVICES_MAX)
+		n = MSG_DEVICES_MAX;
+	buf_writer_init(&w, recs, sizeof(recs));
+	out.u.devices.user = m->u.device_list.user;
+	for (i = 0; i < n; i++) {
+		uint8_t r[4] = {(uint8_t)(di[i].device_id >> 24),
+		    (uint8_t)(di[i].device_id >> 16),
+		    (uint8_t)(di[i].device_id >> 8), (uint8_t)di[i].device_id};
+		if (msg_record_add(&out.u.devices.device_ids, &w, r, 4) != 0)
+			break;
+	}
+	(void)session_send(ss, &out);
+}
+
+static void
+handle_profile_get(struct session *ss, const struct msg *m)
+{
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	struct store_profile p;
+	struct msg out = {.type = MSG_PROFILE, .req = m->req};
+
+	if (addr_local(srv, &m->u.profile_get.user, name,
+	    sizeof(name)) == NULL ||
+	    store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE ||
+	    store_profile_get(srv->store, ui.user_id, &p) != 0) {
+		session_error(ss, m->req, TERN_ENOUSER, NULL);
+		return;
+	}
+	out.u.profile.user = m->u.profile_get.user;
+	out.u.profile.name.p = p.display_name;
+	out.u.profile.name.len = strnlen(p.display_name, MSG_NAME_MAX);
+	out.u.profile.status.p = p.status_text;
+	out.u.profile.status.len = strnlen(p.status_text, MSG_STATUS_MAX);
+	(void)session_send(ss, &out);
+}
+
+static void
+handle_authed(struct session *ss, const struct msg *m)
+{
+	struct server *srv = ss->srv;
+	int64_t uid = ss->user->user_id;
+	char buf[STORE_ADDR_MAX + 1];
+	char name[STORE_NAME_MAX + 1];
+	struct req_ctx *c;
+
+	switch (m->type) {
+	case MSG_SEND:
+		handle_send(ss, m);
+		return;
+	case MSG_ACK:
+		handle_ack(ss, m);
+		return;
+	case MSG_DEVICE_ADD:
+		if ((c = ctx_new(ss, m)) == NULL)
+			return;
+		snprintf(name, sizeof(name), "%.*s",
+		    (int)m->u.device_add.device_name.len,
+		    m->u.device_add.device_name.p);
+		submitted(ss, c, store_device_add(srv->store, uid,
+		    m->u.device_add.new_device_key, name, (int64_t)now_ms(),
+		    simple_done, c));
+		return;
+	case MSG_DEVICE_LIST:
+		handle_device_list(ss, m);
+		return;
+	case MSG_DEVICE_REMOVE: {
+		struct session *d = user_device(ss->user,
+		    m->u.device_remove.device_id);
+		if ((c = ctx_new(ss, m)) == NULL)
+			return;
+		submitted(ss, c, store_device_remove(srv->store, uid,
+		    m->u.device_remove.device_id, simple_done, c));
+		if (d != NULL && d != ss)
+			net_conn_close(d->conn, TERN_EDENIED);
+		return;
+	}
+	case MSG_PROFILE_SET: {
+		char st[STORE_STATUS_MAX + 1];
+		if ((c = ctx_new(ss, m)) == NULL)
+			return;
+		snprintf(name, sizeof(name), "%.*s",
+		    (int)m->u.profile_set.name.len, m->u.profile_set.name.p);
+		snprintf(st, sizeof(st), "%.*s",
+		    (int)m->u.profile_set.status.len,
+		    m->u.profile_set.status.p);
+		submitted(ss, c, store_profile_set(srv->store, uid, name, st,
+		    simple_done, c));
+		return;
+	}
+	case MSG_PROFILE_GET:
+		handle_profile_get(ss, m);
+		return;
+	case MSG_PRIVACY_SET:
+		if ((c = ctx_new(ss, m)) == NULL)
+			return;
+		ss->user->privacy = m->u.privacy_set.last_seen;
+		submitted(ss, c, store_privacy_set(srv->store, uid,
+		    m->u.privacy_set.last_seen, simple_done, c));
+		presence_changed(srv, ss->user);
+		return;
+	case MSG_CONTACT_ADD:
+	case MSG_CONTACT_REMOVE: {
+		const struct msg_str *a = m->type == MSG_CONTACT_ADD ?
+		    &m->u.contact_add.user : &m->u.contact_remove.user;
+		if ((c = ctx_new(ss, m)) == NULL)
+			return;
+		snprintf(buf, sizeof(buf), "%.*s", (int)a->len, a->p);
+		submitted(ss, c, m->type == MSG_CONTACT_ADD ?
+		    store_contact_add(srv->store, uid, buf, (int64_t)now_ms(),
+		    simple_done, c) :
+		    store_contact_remove(srv->store, uid, buf, simple_done, c));
+		/* Who may see this user's presence changed. */
+		presence_changed(srv, ss->user);
+		return;
+	}
+	case MSG_CONTACT_LIST: {
+		static uint8_t lb[MSG_CONTACTS_MAX * 256];
+		struct buf_writer w;
+		struct msg out = {.type = MSG_CONTACTS, .req = m->req};
+		void *args[2] = {&w, &out.u.contacts.users};
+		buf_writer_init(&w, lb, sizeof(lb));
+		if (store_contacts_list(srv->store, uid, contacts_each,
+		    args) < 0) {
+			session_error(ss, m->req, TERN_EDB, NULL);
+			return;
+		}
+		(void)session_send(ss, &out);
+		return;
+	}
+	case MSG_PRESENCE_SUB:
+		handle_presence_sub(ss, m, true);
+		return;
+	case MSG_PRESENCE_UNSUB:
+		handle_presence_sub(ss, m, false);
+		return;
+	default:
+		session_error(ss, m->req, TERN_ETYPE,
+		    "not a request a device sends");
+		return;
+	}
+}
+
+/* --- connections ----------------------------------------------------- */
+
+/* A connection's owner data is one pointer to its session, which lives on
+ * the heap: store requests in flight may outlive the connection, and the
+ * session is freed when both are done (session_release). */
+static struct session *
+conn_session(struct net_conn *conn)
+{
+	return *(struct session **)net_conn_data(conn);
+}
+
+static int
+session_message(struct net_conn *conn, const uint8_t *buf, size_t len)
+{
+	struct session *ss = conn_session(conn);
+	struct server *srv = ss->srv;
+	uint8_t type = 0;
+	uint32_t req = 0;
+	struct msg m;
+	int r;
+
+	if ((r = msg_decode(buf, len, &m)) != 0) {
+		if (msg_peek_header(buf, len, &type, &req) != 0)
+			type = 0, req = 0;
+		if (r == TERN_ETYPE) {
+			/* A newer peer may probe: answer, keep the link. */
+			session_error(ss, req, r, "unknown message type");
+			return 0;
+		}
+		srv->m.protocol_errors_total++;
+		if (type != MSG_ERROR)
+			session_error(ss, req, r, NULL);
+		return r;
+	}
+	if (m.type == MSG_PING) {
+		struct msg pong = {.type = MSG_PONG, .req = m.req};
+		pong.u.pong.nonce = m.u.ping.nonce;
+		(void)session_send(ss, &pong);
+		return 0;
+	}
+	if (m.type == MSG_ERROR || m.type == MSG_PONG)
+		return 0;
+	if (ss->state == SS_UNAUTH) {
+		if (m.type == MSG_LOGIN)
+			handle_login(ss, &m);
+		else if (m.type == MSG_REGISTER)
+			handle_register(ss, &m);
+		else
+			session_error(ss, m.req, TERN_EAUTH, "log in first");
+		return 0;
+	}
+	if (ss->state == SS_AUTHED) {
+		if (m.type == MSG_LOGIN || m.type == MSG_REGISTER)
+			session_error(ss, m.req, TERN_ESTATE,
+			    "already logged in");
+		else
+			handle_authed(ss, &m);
+	}
+	return 0;
+}
+
+static void
+session_open(struct net_conn *conn)
+{
+	struct server *srv = net_listener_data(net_conn_listener(conn));
+	struct session *ss = calloc(1, sizeof(*ss));
+
+	if (ss == NULL) {
+		net_conn_abort(conn, TERN_ENOMEM);
+		return;
+	}
+	*(struct session **)net_conn_data(conn) = ss;
+	ss->srv = srv;
+	ss->conn = conn;
+	ss->state = SS_UNAUTH;
+	srv->m.connections_current++;
+	srv->m.connections_total++;
+	srv->m.unauth_current++;
+}
+
+static void
+session_error_cb(struct net_conn *conn, int err)
+{
+	struct session *ss = conn_session(conn);
+
+	/* Bad bytes after the handshake: one ERROR naming them, then the
+	 * close (net does it). Before the handshake there is no one to
+	 * tell. */
+	if (ss != NULL) {
+		ss->srv->m.protocol_errors_total++;
+		session_error(ss, 0, err, NULL);
+	}
+}
+
+static void
+session_closed(struct net_conn *conn, int err)
+{
+	struct session *ss = conn_session(conn), **pp;
+	struct server *srv;
+	struct nuser *u;
+
+	if (ss == NULL)
+		return; /* never finished the handshake */
+	srv = ss->srv;
+	u = ss->user;
+	srv->m.connections_current--;
+	if (ss->state == SS_UNAUTH)
+		srv->m.unauth_current--;
+	while (ss->subs != NULL)
+		psub_remove(srv, ss->subs);
+	if (u != NULL) {
+		for (pp = &u->sessions; *pp != NULL; pp = &(*pp)->unext) {
+			if (*pp == ss) {
+				*pp = ss->unext;
+				break;
+			}
+		}
+		if (--u->online == 0)
+			presence_offline_soon(srv, u);
+		user_put(srv, u);
+		ss->user = NULL;
+	}
+	ss->state = SS_GONE;
+	ss->conn = NULL;
+	if (err != 0 && err != TERN_ECLOSED)
+		log_debug("client connection closed: %s", tern_strerror(err));
+	ss->pending++;
+	session_release(ss);
+}
+
+static const struct net_conn_cbs session_cbs = {
+	.open = session_open,
+	.message = session_message,
+	.closed = session_closed,
+	.error = session_error_cb,
+};
+
+/* --- housekeeping ---------------------------------------------------- */
+
+static void
+expire_done(void *arg, int status, const struct store_result *res)
+{
+	struct server *srv = arg;
+	struct session *ss;
+	uint32_t i;
+
+	srv->expiring = false;
+	if (status != 0) {
+		log_warn("queue expiry: %s", tern_strerror(status));
+		return;
+	}
+	if (res->expired > 0)
+		log_info("expired %u undelivered envelopes, %u notices queued",
+		    res->expired, res->notices);
+	srv->m.expired_total += res->expired;
+	if (res->more)
+		srv->next_expire = 0; /* again at the next tick */
+	if (res->notices == 0)
+		return;
+	/* Notices went to senders' devices: the online ones fetch them. */
+	for (i = 0; i < srv->nbuckets; i++) {
+		struct nuser *u;
+		for (u = srv->users[i]; u != NULL; u = u->hnext) {
+			for (ss = u->sessions; ss != NULL; ss = ss->unext) {
+				if (ss->state != SS_AUTHED)
+					continue;
+				ss->live = false;
+				ss->dirty = true;
+				session_fetch(ss);
+			}
+		}
+	}
+}
+
+static void
+server_tick(uv_timer_t *t)
+{
+	struct server *srv = t->data;
+	uint64_t now = uv_now(srv->loop);
+
+	presence_tick(srv);
+	metrics_sample(&srv->m, now_ms());
+	(void)overload_check(srv);
+	deferred_drain(srv);
+	if (!srv->expiring && now >= srv->next_expire) {
+		srv->next_expire = now + srv->cfg.expire_interval_ms;
+		srv->expiring = true;
+		if (store_expire(srv->store, (int64_t)now_ms(), expire_done,
+		    srv) != 0)
+			srv->expiring = false;
+	}
+}
+
+/* --- metrics and admin over loopback HTTP ---------------------------- */
+
+static void
+server_gauges(struct server *srv)
+{
+	struct store_stats st;
+
+	if (store_stats(srv->store, &st) == 0) {
+		srv->m.envelopes_queued = st.queued;
+		srv->m.queued_bytes = st.queued_bytes;
+		srv->m.store_batches_total = st.batches;
+		srv->m.store_requests_total = st.requests;
+	}
+}
+
+static int
+user_list_each(void *arg, const struct store_user_info *u)
+{
+	struct buf_writer *w = arg;
+	static const char *const states[] = {"active", "disabled", "deleted"};
+	char line[256];
+	int n;
+
+	n = snprintf(line, sizeof(line), "%-24s %-8s devices=%u queued=%llu "
+	    "bytes=%llu\n", u->name, states[u->state < 3 ? u->state : 0],
+	    u->devices, (unsigned long long)u->queued,
+	    (unsigned long long)u->queued_bytes);
+	buf_put_bytes(w, line, (size_t)n);
+	return 0;
+}
+
+static void
+admin_write_done(void *arg, int status, const struct store_result *res)
+{
+	(void)arg;
+	(void)res;
+	if (status != 0)
+		log_warn("admin change failed: %s", tern_strerror(status));
+}
+
+/* server_close_user: a disabled or deleted user's devices go offline. */
+static void
+server_close_user(struct server *srv, const char *name)
+{
+	struct store_user_info ui;
+	struct nuser *u;
+	struct session *ss;
+
+	if (store_user_lookup(srv->store, name, &ui) != 0 ||
+	    (u = user_find(srv, ui.user_id)) == NULL)
+		return;
+	for (ss = u->sessions; ss != NULL; ss = ss->unext) {
+		session_error(ss, 0, TERN_EDENIED, "account disabled");
+		net_conn_close(ss->conn, TERN_EDENIED);
+	}
+}
+
+static void
+invite_done(void *arg, int status, const struct store_result *res)
+{
+	(void)arg;
+	(void)res;
+	if (status != 0)
+		log_warn("invite not stored: %s", tern_strerror(status));
+}
+
+static int
+server_http(void *arg, const struct http_request *req,
+    struct http_response *resp)
+{
+	struct server *srv = arg;
+	const char *name, *v;
+
+	server_gauges(srv);
+	if (strcmp(req->path, "/metrics") == 0) {
+		resp->content_type = "text/plain; version=0.0.4";
+		return metrics_render_prometheus(&srv->m, &resp->body);
+	}
+	/* Everything else passed the server's bearer-token check. */
+	if (strcmp(req->path, "/status") == 0) {
+		struct store_stats st;
+		int r = metrics_render_status(&srv->m, &resp->body);
+		if (r == 0 && store_stats(srv->store, &st) == 0)
+			http_resp_printf(resp, "users: %llu, devices: %llu, "
+			    "store backlog: %llu requests\n",
+			    (unsigned long long)st.users,
+			    (unsigned long long)st.devices,
+			    (unsigned long long)st.pending);
+		return r;
+	}
+	if (strcmp(req->path, "/admin/users") == 0)
+		return store_user_list(srv->store, user_list_each, &resp->body);
+	if (req->method != HTTP_POST)
+		return 405;
+	if (strcmp(req->path, "/admin/invite") == 0) {
+		uint64_t ttl = 7 * 86400000ull;
+		unsigned count = 1, done = 0;
+		if ((v = http_request_param(req, "count")) != NULL)
+			count = (unsigned)strtoul(v, NULL, 10);
+		if ((v = http_request_param(req, "ttl")) != NULL &&
+		    config_duration_parse(v, &ttl) != 0)
+			return 400;
+		/* Codes are answered at once; each is usable from its commit,
+		 * a few milliseconds later. */
+		return admin_invite_create(srv->store, count, ttl, &resp->body,
+		    invite_done, srv, &done);
+	}
+	if ((name = http_request_param(req, "name")) == NULL)
+		return 400;
+	if (strcmp(req->path, "/admin/user/disable") == 0 ||
+	    strcmp(req->path, "/admin/user/delete") == 0) {
+		struct store_user_info ui;
+		bool del = strcmp(req->path, "/admin/user/delete") == 0;
+		int r;
+		if ((r = store_user_lookup(srv->store, name, &ui)) != 0)
+			return r;
+		r = del ? store_user_delete(srv->store, name, admin_write_done,
+		    srv) : store_user_disable(srv->store, name,
+		    admin_write_done, srv);
+		if (r != 0)
+			return r;
+		server_close_user(srv, name);
+		http_resp_printf(resp, "%s %s\n", name,
+		    del ? "deleted" : "disabled");
+		return 0;
+	}
+	return 404;
+}
+
+/* --- start and stop -------------------------------------------------- */
+
+static void
+server_part_closed(struct server *srv)
+{
+	if (--srv->closing_parts == 0) {
+		log_info("stopped");
+		if (srv->done != NULL)
+			srv->done(srv->done_arg, srv->status);
+		free(srv->users);
+		free(srv->pp);
+		sodium_memzero(srv->priv, sizeof(srv->priv));
+		sodium_memzero(srv->admin_token, sizeof(srv->admin_token));
+		free(srv);
+	}
+}
+
+static void
+server_handle_closed(uv_handle_t *h)
+{
+	server_part_closed(h->data);
+}
+
+static void
+server_store_closed(void *arg)
+{
+	server_part_closed(arg);
+}
+
+static void
+server_net_closed(void *arg)
+{
+	struct server *srv = arg;
+	struct req_ctx *c;
+
+	/* No session is left: receipts still held will never be answered,
+	 * so their senders resend them after reconnecting. */
+	while ((c = srv->deferred) != NULL) {
+		srv->deferred = c->next;
+		ctx_free(srv, c);
+	}
+	srv->deferred_tail = NULL;
+	srv->ndeferred = 0;
+	/* The store commits what it was given, then closes. */
+	store_close(srv->store, server_store_closed, srv);
+}
+
+static void
+server_http_closed(void *arg)
+{
+	server_part_closed(arg);
+}
+
+void
+server_stop(struct server *s)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	log_info("stopping: no new connections, finishing writes");
+	s->closing_parts = 5; /* signals x2, timer, http, store */
+	uv_close((uv_handle_t *)&s->sigterm, server_handle_closed);
+	uv_close((uv_handle_t *)&s->sigint, server_handle_closed);
+	uv_close((uv_handle_t *)&s->timer, server_handle_closed);
+	http_server_close(s->http, server_http_closed, s);
+	net_loop_close(&s->nl, server_net_closed, s);
+}
+
+uint16_t
+server_admin_port(const struct server *s)
+{
+	return http_server_port(s->http);
+}
+
+static void
+server_signal(uv_signal_t *h, int signum)
+{
+	log_info("signal %d", signum);
+	server_stop(h->data);
+}
+
+int
+server_start(uv_loop_t *loop, const struct node_config *cfg,
+    const uint8_t static_priv[32], void (*done)(void *, int), void *arg,
+    struct server **out)
+{
+	struct server *srv;
+	struct store_config sc = {0};
+	struct net_config nc = {0};
+	char path[4096], tpath[4096], err[256] = "";
+	int r;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL)
+		return TERN_ENOMEM;
+	srv->loop = loop;
+	srv->cfg = *cfg;
+	memcpy(srv->priv, static_priv, 32);
+	srv->done = done;
+	srv->done_arg = arg;
+	srv->nbuckets = SRV_USERS_BUCKETS0;
+	if ((srv->users = calloc(srv->nbuckets, sizeof(*srv->users))) == NULL ||
+	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL) {
+		free(srv->users);
+		free(srv);
+		return TERN_ENOMEM;
+	}
+	metrics_init(&srv->m);
+	if ((r = config_path_join(cfg, cfg->admin_token_file, tpath,
+	    sizeof(tpath))) != 0 ||
+	    (r = keyfile_token_load(tpath, srv->admin_token,
+	    sizeof(srv->admin_token), err, sizeof(err))) != 0) {
+		log_error("admin token: %s", err);
+		goto fail;
+	}
+	if ((r = config_path_join(cfg, cfg->database, path,
+	    sizeof(path))) != 0)
+		goto fail;
+	sc.path = path;
+	sc.domain = cfg->domain;
+	sc.durability = cfg->durability;
+	sc.quota_count = cfg->quota_count;
+	sc.quota_bytes = cfg->quota_bytes;
+	sc.contacts_max = MSG_CONTACTS_MAX; /* what one CONTACTS can carry */
+	if ((r = store_open(&srv->store, loop, &sc)) != 0) {
+		log_error("database %s: %s", path, tern_strerror(r));
+		goto fail;
+	}
+	nc.handshake_timeout_ms = cfg->handshake_timeout_ms;
+	nc.idle_timeout_ms = cfg->idle_timeout_ms;
+	nc.max_unauth = cfg->max_unauth;
+	if ((r = net_loop_init(&srv->nl, loop, &nc)) != 0)
+		goto fail_store;
+	r = net_listen(&srv->nl, cfg->listen_host, cfg->listen_port,
+	    CHAN_KIND_CLIENT, srv->priv, MSG_MAX_UNAUTH, &session_cbs,
+	    sizeof(struct session *), srv, &srv->lis);
+	if (r != 0) {
+		log_error("listen on %s:%u: %s", cfg->listen_host,
+		    cfg->listen_port, tern_strerror(r));
+		goto fail_net;
+	}
+	r = http_server_start(loop, cfg->metrics_host, cfg->metrics_port,
+	    server_http, srv, &srv->http);
+	if (r != 0) {
+		log_error("metrics listen on %s:%u: %s", cfg->metrics_host,
+		    cfg->metrics_port, tern_strerror(r));
+		goto fail_net;
+	}
+	if ((r = http_server_set_token(srv->http, srv->admin_token)) != 0) {
+		http_server_close(srv->http, NULL, NULL);
+		goto fail_net;
+	}
+	uv_signal_init(loop, &srv->sigterm);
+	uv_signal_init(loop, &srv->sigint);
+	uv_timer_init(loop, &srv->timer);
+	srv->sigterm.data = srv->sigint.data = srv->timer.data = srv;
+	uv_signal_start(&srv->sigterm, server_signal, SIGTERM);
+	uv_signal_start(&srv->sigint, server_signal, SIGINT);
+	uv_timer_start(&srv->timer, server_tick, 1000, 1000);
+	log_info("serving %s: clients on %s:%u, metrics on http://%s:%u/metrics",
+	    cfg->domain, cfg->listen_host, net_listener_port(srv->lis),
+	    cfg->metrics_host, http_server_port(srv->http));
+	*out = srv;
+	return 0;
+
+fail_net:
+	/* Close what was opened; the loop's next run finishes it and frees
+	 * srv. done is not called: start failed synchronously. */
+	srv->done = NULL;
+	srv->closing_parts = 1;
+	net_loop_close(&srv->nl, server_net_closed, srv);
+	return r;
+fail_store:
+	srv->done = NULL;
+	srv->closing_parts = 1;
+	store_close(srv->store, server_store_closed, srv);
+	return r;
+fail:
+	sodium_memzero(srv->priv, sizeof(srv->priv));
+	free(srv->users);
+	free(srv->pp);
+	free(srv);
+	return r != 0 ? r : TERN_EIO;
+}

@@ -1,0 +1,488 @@
+/*
+ * store.h: ternd's durable state: users, devices, invites, contacts,
+ * profiles and the queue of opaque encrypted envelopes kept for offline
+ * devices.
+ *
+ * Storage sits behind a small backend interface (store_internal.h) so that
+ * a PostgreSQL backend can serve one domain from several nodes later;
+ * SQLite is the embedded default and the only backend today. Callers use
+ * the store_* functions below and never see the backend.
+ *
+ * Threading. Every store_* function is called on the loop thread (the
+ * thread running the uv_loop_t given to store_open). The store owns one
+ * writer thread holding the only read-write database connection. Writes
+ * are requests queued to that thread; it takes everything pending (up to
+ * store_config.batch_max requests), runs the batch in ONE transaction,
+ * commits it, and only then hands the completions back; each request's
+ * callback then runs on the loop thread. One fsync thus covers a whole
+ * batch ("group commit"), which is how the store reaches high durable
+ * rates (RESEARCH.md: 5.6k commits/s but 172k rows/s at 1,000 rows per
+ * commit).
+ *
+ * Asynchronous requests follow libuv's grammar: if a function that takes a
+ * callback fails synchronously (bad argument, store closing, queue full),
+ * the callback is never called. Otherwise the callback is called exactly
+ * once, on the loop thread, with status 0 or a negative TERN_E* code
+ * (every callback may be NULL, except store_fetch's: fire and forget). A
+ * status of 0 on a write means the change is committed (durable when
+ * durability is STORE_DURABILITY_FULL). All inputs are copied before the
+ * function returns: the caller may reuse its buffers at once.
+ *
+ * If a batch cannot be committed (disk full, I/O error) the whole batch is
+ * rolled back and every write in it completes with TERN_EDISK (TERN_EDB for
+ * other database failures): nothing in it was stored, and the caller may
+ * retry. The next batch tries again, so the node recovers by itself once
+ * space is freed. Enqueue is idempotent per envelope id, which makes such
+ * retries safe.
+ *
+ * Synchronous lookups (store_user_lookup, store_device_by_key, ...) read on
+ * the loop thread through a separate read-only connection. WAL lets that
+ * reader run beside the writer: each lookup sees the last committed state,
+ * never a batch in progress, so a write is visible to lookups no later
+ * than when its callback runs. Lookups hit indexes only and normally come
+ * from the page cache (microseconds), which is why they do not go through
+ * the writer queue; fetching queued envelopes (large payloads) does.
+ */
+#ifndef TERN_STORE_H
+#define TERN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "tern_err.h"
+
+/* Sizes and caps. Lengths of strings are in bytes, without the NUL. */
+#define STORE_KEY_LEN 32          /* device Noise static public key */
+#define STORE_ENV_ID_LEN 16       /* envelope (and notice) id */
+#define STORE_INVITE_HASH_LEN 32  /* hash of an invite code, by the caller */
+#define STORE_NAME_MAX 64         /* user name (local part of the address) */
+#define STORE_ADDR_MAX 255        /* user@domain address */
+#define STORE_DEVNAME_MAX 64      /* device name */
+#define STORE_DISPLAY_MAX 128     /* profile display name */
+#define STORE_STATUS_MAX 256      /* profile status text */
+#define STORE_PAYLOAD_MAX 65536   /* envelope payload */
+#define STORE_FETCH_MAX 256       /* envelopes per store_fetch */
+
+/* Envelope classes. Class 3 (ephemeral: typing, presence) is never stored. */
+#define STORE_CLASS_MESSAGE 1
+#define STORE_CLASS_RECEIPT 2
+#define STORE_CLASS_EPHEMERAL 3   /* refused by store_enqueue */
+#define STORE_CLASS_NOTICE 4      /* made by the store itself, see below */
+
+/*
+ * Notices are queued by the store (class 4) to a local sender's device and
+ * fetched and acknowledged exactly like envelopes, so delivery order, ack
+ * and quota accounting share one code path. Sender address is "" and
+ * sender device 0 (the node). The payload is plaintext from the node:
+ *
+ *   offset  size  field
+ *   0       1     kind          STORE_NOTICE_EXPIRED: never delivered
+ *   1       1     ref class     class of the envelope concerned (1 or 2)
+ *   2       16    ref env id    id of the envelope concerned
+ *   18      4     peer device   recipient device, big-endian
+ *   22      1     peer length   n, bytes of the peer address
+ *   23      n     peer address  recipient "name@domain" (or "name" when the
+ *                               store has no domain configured), no NUL
+ */
+#define STORE_NOTICE_EXPIRED 1
+#define STORE_NOTICE_HDR_LEN 23
+
+/* User states. A name is never registered twice, whatever its state. */
+#define STORE_USER_ACTIVE 0
+#define STORE_USER_DISABLED 1
+#define STORE_USER_DELETED 2
+
+/* Who may see a user's last-seen time. */
+#define STORE_LASTSEEN_EVERYONE 0
+#define STORE_LASTSEEN_CONTACTS 1
+#define STORE_LASTSEEN_NOBODY 2
+
+enum store_durability {
+	STORE_DURABILITY_FULL = 0,   /* fsync at every commit */
+	STORE_DURABILITY_NORMAL = 1, /* survives a process crash, not a power
+	                                cut (WAL synchronous=NORMAL) */
+};
+
+/*
+ * Configuration for store_open. Zero in a numeric field means "the
+ * default" given in its comment; UINT32_MAX / UINT64_MAX in a quota means
+ * no limit. The struct and its strings are copied by store_open.
+ */
+struct store_config {
+	const char *path;            /* database file (made by store_create) */
+	const char *backend;         /* NULL or "sqlite" */
+	const char *domain;          /* this node's domain, for notice
+	                                addresses; or NULL */
+	enum store_durability durability;
+	uint32_t quota_count;        /* queued envelopes per user; 20,000 */
+	uint64_t quota_bytes;        /* queued payload bytes per user; 64 MiB */
+	uint32_t devices_max;        /* devices per user; 8 */
+	uint32_t contacts_max;       /* contacts per user; 5,000 */
+	uint32_t batch_max;          /* requests per transaction; 4,096 */
+	uint32_t queue_max;          /* requests waiting for the writer before
+	                                submissions fail with TERN_EBUSY; 65,536 */
+	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 5,000 */
+	uint32_t expire_max;         /* envelopes removed per store_expire; 1,024 */
+	uint32_t fetch_bytes_max;    /* payload bytes per store_fetch (at least
+	                                one envelope is returned); 1 MiB */
+	int64_t notice_ttl_ms;       /* how long notices stay queued; 30 days */
+	uint32_t max_page_count;     /* TESTS ONLY: cap the database at this many
+	                                pages so writes fail with SQLITE_FULL */
+};
+
+struct store; /* opaque */
+
+/*
+ * One queued envelope as fetch returns it. All pointers are borrowed: they
+ * are valid only during the callback that received them.
+ */
+struct store_env {
+	int64_t seq;                        /* queue position; delivery order */
+	uint8_t env_id[STORE_ENV_ID_LEN];   /* sender-chosen id */
+	uint8_t cls;                        /* STORE_CLASS_* */
+	const char *sender_addr;            /* "" for notices */
+	uint32_t sender_device;             /* 0 for notices */
+	int64_t sent_ms;                    /* sender's timestamp */
+	int64_t received_ms;                /* when this node took it */
+	int64_t expires_ms;                 /* removed (and noticed) after this */
+	const uint8_t *payload;             /* opaque ciphertext / notice */
+	size_t payload_len;
+};
+
+/* An envelope to queue: input of store_enqueue, copied by it. */
+struct store_env_in {
+	int64_t rcpt_user;                  /* recipient user id (local) */
+	uint32_t rcpt_device;               /* recipient device id */
+	uint8_t env_id[STORE_ENV_ID_LEN];   /* sender-chosen id; retries reuse it */
+	uint8_t cls;                        /* STORE_CLASS_MESSAGE or _RECEIPT */
+	const char *sender_addr;            /* "name@domain", may be remote */
+	int64_t sender_user;                /* sender's user id if local, else 0:
+	                                       only local senders get notices */
+	uint32_t sender_device;
+	int64_t sent_ms;
+	int64_t received_ms;
+	int64_t expires_ms;
+	const uint8_t *payload;
+	size_t payload_len;                 /* <= STORE_PAYLOAD_MAX */
+};
+
+/*
+ * What an asynchronous request produced. Which fields are set depends on
+ * the request (see each function); the rest are zero. On a non-zero status
+ * every field is zero. The struct and everything it points to belong to
+ * the store and are valid only during the callback.
+ */
+struct store_result {
+	int64_t user_id;                    /* register, user_disable/_delete */
+	uint32_t device_id;                 /* register (always 1), device_add */
+	int64_t seq;                        /* enqueue: the envelope's seq */
+	int duplicate;                      /* enqueue: already queued, not stored
+	                                       twice; contact_add: already there */
+	const struct store_env *envs;       /* fetch: in seq order */
+	size_t n_envs;
+	int more;                           /* fetch, expire: call again, more
+	                                       is waiting */
+	uint32_t expired;                   /* expire: envelopes removed */
+	uint32_t notices;                   /* expire: notices queued */
+};
+
+typedef void (*store_cb)(void *arg, int status, const struct store_result *res);
+
+/* --- Lifecycle ----------------------------------------------------------- */
+
+/*
+ * store_create makes a new database file at path with the current schema
+ * (for `ternd init`). Refuses with TERN_EEXIST if anything exists at path.
+ * The file is created with mode 0600.
+ */
+int store_create(const char *path) TERN_WUR;
+
+/*
+ * store_open opens an existing database (migrating its schema forward if
+ * it is older), starts the writer thread and registers a uv_async_t on
+ * loop. The async handle keeps the loop alive only while requests are
+ * outstanding or the store is closing, so uv_run returns once all
+ * callbacks have run. Only one store may have a database file open at a
+ * time (TERN_EBUSY otherwise): SQLite 3.40 must see exactly one writer
+ * connection per file. Errors: TERN_ENOTFOUND (no file), TERN_EVERSION
+ * (schema newer than this build), TERN_ECONFIG (not a tern database or bad
+ * config), TERN_EDB, TERN_ENOMEM. On success *out is freed by store_close.
+ */
+int store_open(struct store **out, uv_loop_t *loop,
+    const struct store_config *cfg) TERN_WUR;
+
+/*
+ * store_close stops taking requests (later submissions fail synchronously
+ * with TERN_ECLOSED), lets the writer commit everything already queued
+ * (their callbacks run as usual), stops the thread, closes the database
+ * and the async handle, and finally calls cb(arg) on the loop thread
+ * (cb may be NULL). Nothing reported durable is lost. The store is freed
+ * before cb runs; s must not be used after store_close returns.
+ */
+void store_close(struct store *s, void (*cb)(void *arg), void *arg);
+
+/* --- Accounts (asynchronous writes) -------------------------------------- */
+
+/*
+ * store_invite_add stores a one-time invite by the hash of its code. The
+ * caller hashes the code (the store never sees it). TERN_EEXIST if the
+ * hash is already stored.
+ */
+int store_invite_add(struct store *s,
+    const uint8_t invite_hash[STORE_INVITE_HASH_LEN], int64_t expires_ms,
+    int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_register creates user name with device 1 holding device_key, and
+ * consumes the invite, all in one transaction. invite_hash NULL means open
+ * registration (the caller decides whether that is allowed). Result:
+ * res->user_id and res->device_id == 1. Errors: TERN_EDENIED (invite
+ * unknown, used or expired: checked first, so a bad invite learns nothing
+ * about names), TERN_EEXIST (name taken now or ever before), TERN_EKEY
+ * (device_key already belongs to a device). Name normalisation (case,
+ * allowed characters) is the caller's: the store compares bytes.
+ */
+int store_register(struct store *s, const char *name,
+    const uint8_t *invite_hash, const uint8_t device_key[STORE_KEY_LEN],
+    const char *device_name, int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_device_add adds a device, authorised by an existing device of the
+ * same user (the caller checks that). Device ids count up from 1 per user
+ * and are never reused. Result: res->device_id. Errors: TERN_ENOUSER,
+ * TERN_EDENIED (user disabled), TERN_EKEY (key in use), TERN_EQUOTA
+ * (devices_max reached).
+ */
+int store_device_add(struct store *s, int64_t user_id,
+    const uint8_t device_key[STORE_KEY_LEN], const char *device_name,
+    int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_device_remove removes a device and the envelopes queued for it.
+ * TERN_ENOUSER if there is no such device.
+ */
+int store_device_remove(struct store *s, int64_t user_id, uint32_t device_id,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_user_disable stops a user: lookups of its devices fail with
+ * TERN_EDENIED and enqueues to it with TERN_EDENIED; its queue is kept.
+ * Disabling a disabled user succeeds. store_user_delete removes the
+ * user's devices, contacts, profile and queued envelopes; the name stays
+ * reserved forever. Both: TERN_ENOUSER if no such (undeleted) user;
+ * res->user_id is set.
+ */
+int store_user_disable(struct store *s, const char *name, store_cb cb,
+    void *arg) TERN_WUR;
+int store_user_delete(struct store *s, const char *name, store_cb cb,
+    void *arg) TERN_WUR;
+
+/* --- Profile, privacy, contacts, last seen (asynchronous writes) --------- */
+
+/* TERN_ENOUSER if the user does not exist or is deleted. */
+int store_profile_set(struct store *s, int64_t user_id,
+    const char *display_name, const char *status_text, store_cb cb,
+    void *arg) TERN_WUR;
+int store_privacy_set(struct store *s, int64_t user_id, int last_seen_privacy,
+    store_cb cb, void *arg) TERN_WUR;
+/* Never moves last_seen backwards. cb may be NULL (fire and forget). */
+int store_last_seen(struct store *s, int64_t user_id, int64_t seen_ms,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_contact_add is idempotent (res->duplicate set if already there);
+ * TERN_EQUOTA at contacts_max. store_contact_remove: TERN_ENOTFOUND if the
+ * address was not a contact.
+ */
+int store_contact_add(struct store *s, int64_t user_id, const char *address,
+    int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
+int store_contact_remove(struct store *s, int64_t user_id, const char *address,
+    store_cb cb, void *arg) TERN_WUR;
+
+/* --- The envelope queue -------------------------------------------------- */
+
+/*
+ * store_enqueue queues one envelope for one recipient device. Result:
+ * res->seq. If an envelope with the same (recipient user, device, env_id)
+ * is already queued, nothing is stored and the request succeeds with
+ * res->duplicate = 1 and the existing seq: a sender's retry is reported
+ * durable again without a second copy. Errors: TERN_EQUOTA (recipient
+ * user over quota_count or quota_bytes; nothing stored), TERN_ENOUSER (no
+ * such recipient device), TERN_EDENIED (recipient disabled), TERN_EINVAL
+ * (synchronously: class not 1 or 2, payload too big).
+ */
+int store_enqueue(struct store *s, const struct store_env_in *env,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_enqueue_h is store_enqueue that also gives a handle for
+ * store_cancel, valid until the callback has run.
+ *
+ * store_cancel withdraws an enqueue the writer has not taken yet, so that
+ * an envelope its recipient acknowledged before the commit never reaches
+ * the disk (the write-back of RESEARCH.md). Returns 0 if withdrawn: the
+ * callback then runs with TERN_ECANCELED and nothing was stored.
+ * TERN_EBUSY if the writer already has it: it will be stored (and the
+ * caller's store_ack, queued after it, deletes it).
+ */
+struct store_req;
+int store_enqueue_h(struct store *s, const struct store_env_in *env,
+    store_cb cb, void *arg, struct store_req **handle) TERN_WUR;
+int store_cancel(struct store *s, struct store_req *r) TERN_WUR;
+
+/*
+ * store_ack removes a delivered envelope or notice. cb may be NULL. Acks
+ * are batched like every write. TERN_ENOTFOUND if it was not queued (a
+ * repeated ack).
+ */
+int store_ack(struct store *s, int64_t user_id, uint32_t device_id,
+    const uint8_t env_id[STORE_ENV_ID_LEN], store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_fetch returns up to limit (1..STORE_FETCH_MAX) envelopes queued for
+ * the device with seq > after_seq, in seq order (order of receipt), and
+ * res->more if there are more. The writer serves it right after its
+ * batch commits, so it sees every write submitted before it. res->envs and
+ * all it points to are valid only during the callback.
+ */
+int store_fetch(struct store *s, int64_t user_id, uint32_t device_id,
+    int64_t after_seq, uint32_t limit, store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_expire runs one expiry pass: up to expire_max envelopes with
+ * expires_ms < now_ms are removed, and for each message or receipt whose
+ * sender is local (sender_user != 0 at enqueue) and whose sending device
+ * still exists, a STORE_NOTICE_EXPIRED notice with a random id is queued
+ * to that device (notices bypass the quota; expired notices vanish
+ * silently). res->expired, res->notices, res->more (run again soon). The
+ * caller runs it on a timer.
+ */
+int store_expire(struct store *s, int64_t now_ms, store_cb cb,
+    void *arg) TERN_WUR;
+
+/* --- Synchronous lookups (loop thread, read-only connection) ------------- */
+
+struct store_user_info {
+	int64_t user_id;
+	char name[STORE_NAME_MAX + 1];
+	int state;                          /* STORE_USER_* */
+	int64_t created_ms;
+	uint32_t devices;                   /* current devices */
+	uint64_t queued;                    /* envelopes + notices waiting */
+	uint64_t queued_bytes;              /* their payload bytes */
+};
+
+struct store_device_info {
+	int64_t user_id;
+	uint32_t device_id;
+	uint8_t key[STORE_KEY_LEN];
+	char user_name[STORE_NAME_MAX + 1];
+	char name[STORE_DEVNAME_MAX + 1];   /* device name */
+	int64_t created_ms;
+};
+
+struct store_profile {
+	char display_name[STORE_DISPLAY_MAX + 1];
+	char status_text[STORE_STATUS_MAX + 1];
+	int last_seen_privacy;              /* STORE_LASTSEEN_* */
+	int64_t last_seen_ms;               /* 0: never */
+};
+
+struct store_stats {
+	uint64_t users;                     /* not deleted */
+	uint64_t devices;
+	uint64_t queued;                    /* envelopes + notices waiting */
+	uint64_t queued_bytes;
+	uint64_t commits;                   /* since open: transactions committed */
+	uint64_t batches;                   /* batches with writes, incl. failed */
+	uint64_t failed_batches;            /* rolled back (disk full, ...) */
+	uint64_t requests;                  /* completed */
+	uint64_t pending;                   /* submitted, callback not yet run */
+};
+
+/*
+ * store_user_lookup finds an active or disabled user by name.
+ * TERN_ENOUSER if missing or deleted.
+ */
+int store_user_lookup(struct store *s, const char *name,
+    struct store_user_info *out) TERN_WUR;
+
+/*
+ * store_device_lookup gives the public key of name's device_id, and
+ * store_device_by_key the device (and its user) owning key: the login
+ * check. Both: TERN_ENOUSER if missing, TERN_EDENIED if the user is
+ * disabled.
+ */
+int store_device_lookup(struct store *s, const char *name, uint32_t device_id,
+    uint8_t key_out[STORE_KEY_LEN]) TERN_WUR;
+int store_device_by_key(struct store *s, const uint8_t key[STORE_KEY_LEN],
+    struct store_device_info *out) TERN_WUR;
+
+/*
+ * store_device_list fills out[0..cap) with the user's devices in id order
+ * and sets *n to how many there are (which may exceed cap).
+ */
+int store_device_list(struct store *s, int64_t user_id,
+    struct store_device_info *out, size_t cap, size_t *n) TERN_WUR;
+
+/* Queued envelopes and bytes of a user. TERN_ENOUSER if unknown. */
+int store_queue_usage(struct store *s, int64_t user_id, uint64_t *count,
+    uint64_t *bytes) TERN_WUR;
+
+/* Profile and last-seen privacy. TERN_ENOUSER if missing or deleted. */
+int store_profile_get(struct store *s, int64_t user_id,
+    struct store_profile *out) TERN_WUR;
+
+/*
+ * store_contacts_list calls each(arg, address) for every contact of the
+ * user in address order; address is borrowed for the call. A non-zero
+ * return from each stops the walk and is returned. each must not call the
+ * store. store_contact_has: 0 if address is a contact, else TERN_ENOTFOUND.
+ */
+int store_contacts_list(struct store *s, int64_t user_id,
+    int (*each)(void *arg, const char *address), void *arg) TERN_WUR;
+int store_contact_has(struct store *s, int64_t user_id,
+    const char *address) TERN_WUR;
+
+/*
+ * store_user_list calls each(arg, info) for every user, deleted ones
+ * included, in id order (for `ternd users`). Same rules as
+ * store_contacts_list.
+ */
+int store_user_list(struct store *s,
+    int (*each)(void *arg, const struct store_user_info *u), void *arg) TERN_WUR;
+
+/*
+ * Totals for `ternd status`, plus the writer's counters. This runs SQL
+ * (counts over users, devices and queue_usage): not for a hot path.
+ */
+int store_stats(struct store *s, struct store_stats *out) TERN_WUR;
+
+/*
+ * store_counters fills only the writer's counters (commits, batches,
+ * failed_batches, requests, pending) and zeroes the rest: no SQL, for
+ * metrics. store_pending is the number of requests submitted whose
+ * callbacks have not run yet: the backlog to shed load on, O(1).
+ */
+void store_counters(struct store *s, struct store_stats *out);
+uint64_t store_pending(const struct store *s);
+
+/* --- Notices ------------------------------------------------------------- */
+
+struct store_notice {
+	uint8_t kind;                       /* STORE_NOTICE_* */
+	uint8_t ref_cls;                    /* class of the envelope concerned */
+	uint8_t ref_env_id[STORE_ENV_ID_LEN];
+	uint32_t peer_device;
+	const char *peer_addr;              /* borrowed from the payload, NOT
+	                                       NUL-terminated: use peer_len */
+	size_t peer_len;
+};
+
+/* store_notice_parse decodes a class-4 payload. TERN_ETRUNC / _ETRAILING. */
+int store_notice_parse(const uint8_t *p, size_t len,
+    struct store_notice *out) TERN_WUR;
+
+#endif

@@ -1,0 +1,5 @@
+tern_test(node/test_store.c LIBS ternnode PkgConfig::UV TIMEOUT 120)
+tern_test(node/test_config.c LIBS ternnode)
+tern_test(node/test_keyfile.c LIBS ternnode PkgConfig::SODIUM)
+tern_test(node/test_metrics.c LIBS ternnode)
+tern_test(node/test_http.c LIBS ternnode PkgConfig::UV)

@@ -1,0 +1,828 @@
+/*
+ * tern-bench: measures a real ternd with the real protocol.
+ *
+ *     tern-bench [--ternd PATH] [--json FILE] [--quick] [SCENARIO...]
+ *
+ * It makes a fresh node in a temporary directory (ternd init, open
+ * registration, durability full), starts it, registers the users it needs
+ * and runs the scenarios (all by default):
+ *
+ *   deliver   paired online users, each sender keeps a window of messages
+ *             in flight to its partner: delivered messages/s
+ *   latency   the same pairs at a fixed offered rate; latency from the
+ *             time each message was DUE to be sent (not when it was), so
+ *             a stalled node cannot hide its stall (coordinated omission)
+ *   idle      15,000 authenticated idle connections: node RSS per
+ *             connection (from /proc)
+ *   logins    handshake + LOGIN per second over fresh connections
+ *   offline   envelopes to offline devices: SENT (durable) per second,
+ *             then the recipients log in and drain: delivered per second
+ *
+ * Node CPU time per delivered message comes from /proc/PID/stat. The
+ * node runs in its own process; this tool uses one loop on one thread.
+ * Results print as a table and, with --json, as JSON.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <uv.h>
+
+#include "msg.h"
+#include "net.h"
+
+extern char **environ;
+
+#define BENCH_DOMAIN "bench.test"
+#define LAT_BUCKETS 4096 /* log-linear: 64 sub-buckets per power of 2 */
+
+struct bench_conn;
+
+/* One benchmark device: a user with device 1 and its connection. */
+struct dev {
+	uint8_t priv[32], pub[32];  /* device key */
+	char addr[64];              /* user address */
+	struct net_conn *conn;      /* when connected */
+	struct dev *peer;           /* whom it sends to */
+	uint32_t inflight;          /* sent, not yet delivered */
+	uint64_t sent, got;         /* counters */
+	uint64_t next_due_ns;       /* latency: next scheduled send */
+	uint8_t state;              /* 0 idle 1 connecting 2 online */
+	uint8_t want;               /* what to do on open: 1 register 2 login */
+	uint32_t req;               /* request counter */
+};
+
+struct lat {
+	uint64_t n;                    /* samples */
+	uint64_t b[LAT_BUCKETS];       /* counts */
+	uint64_t max;                  /* ns */
+};
+
+static struct {
+	uv_loop_t loop;
+	struct net_loop nl;
+	char ternd[4096];           /* path of the ternd binary */
+	char dir[256];              /* the node's temporary directory */
+	pid_t node_pid;             /* the node */
+	uint16_t port;              /* its client port */
+	struct dev *devs;           /* all devices */
+	uint32_t ndevs;
+	uint32_t online;            /* devices logged in */
+	uint32_t pending;           /* operations under way */
+	int mode;                   /* what the callbacks do */
+	uint32_t window;            /* deliver: in flight per sender */
+	uint64_t deadline_ns;       /* end of the measuring phase */
+	uint64_t delivered;         /* messages delivered in the phase */
+	uint64_t sent_ok;           /* SENT received in the phase */
+	uint64_t errors;            /* ERROR received */
+	struct lat lat;             /* latency histogram */
+	uv_timer_t tick;            /* rate pacing */
+	double rate;                /* latency: offered messages/s */
+	bool quick;                 /* shorter runs */
+	FILE *json;                 /* --json output */
+	int json_first;             /* comma placement */
+} B;
+
+enum { M_NONE, M_DELIVER, M_LATENCY, M_OFFLINE_SEND, M_DRAIN };
+
+static uint64_t
+now_ns(void)
+{
+	return uv_hrtime();
+}
+
+static void
+die(const char *what)
+{
+	fprintf(stderr, "tern-bench: %s\n", what);
+	if (B.node_pid > 0)
+		kill(B.node_pid, SIGTERM);
+	exit(1);
+}
+
+/* --- the node -------------------------------------------------------- */
+
+static void
+node_cpu(uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)B.node_pid);
+	*ticks = 0;
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')'))) {
+		/* Fields after the command: state is 3rd; utime 14, stime 15. */
+		if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+		    "%lu %lu", &ut, &st) == 2)
+			*ticks = ut + st;
+	}
+	fclose(f);
+}
+
+static uint64_t
+node_rss_kib(void)
+{
+	char path[64], line[256];
+	uint64_t kib = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)B.node_pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %lu kB", (unsigned long *)&kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+static int
+run_wait(char *const argv[], const char *out_path)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st;
+
+	posix_spawn_file_actions_init(&fa);
+	if (out_path != NULL)
+		posix_spawn_file_actions_addopen(&fa, 1, out_path,
+		    O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0)
+		return -1;
+	posix_spawn_file_actions_destroy(&fa);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* conf_set: replaces the "key = value" line of the node's config. */
+static void
+conf_set(const char *path, const char *key, const char *value)
+{
+	char tmp[600], line[1024];
+	size_t klen = strlen(key);
+	FILE *in, *out;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	if ((in = fopen(path, "r")) == NULL || (out = fopen(tmp, "w")) == NULL)
+		die("cannot edit the node's config");
+	while (fgets(line, sizeof(line), in) != NULL) {
+		if (strncmp(line, key, klen) == 0 &&
+		    strncmp(line + klen, " = ", 3) == 0)
+			fprintf(out, "%s = %s\n", key, value);
+		else
+			fputs(line, out);
+	}
+	fclose(in);
+	if (fclose(out) != 0 || rename(tmp, path) != 0)
+		die("cannot edit the node's config");
+}
+
+static void
+node_start(void)
+{
+	char conf[512], listen[64], log[512], cmd[1024];
+	posix_spawn_file_actions_t fa;
+	int fd;
+
+	snprintf(B.dir, sizeof(B.dir), "/tmp/tern-bench-XXXXXX");
+	if (mkdtemp(B.dir) == NULL)
+		die("mkdtemp");
+	snprintf(cmd, sizeof(cmd), "%s/node", B.dir);
+	/* A free port: bind 0 in a throwaway socket would race; pick one
+	 * from the pid instead, in a range nothing else here uses. */
+	B.port = (uint16_t)(20000 + getpid() % 20000);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", B.port);
+	char *init[] = {B.ternd, "init", "--domain", BENCH_DOMAIN, "--dir", cmd,
+	    "--listen", listen, "--open-registration", "--metrics-listen",
+	    "127.0.0.1:0", NULL};
+	if (run_wait(init, "/dev/null") != 0)
+		die("ternd init failed");
+	snprintf(conf, sizeof(conf), "%s/node/ternd.conf", B.dir);
+	/* A load test: lift the per-user send limits (they would measure
+	 * the rate limiter) and allow every connection in at once. */
+	conf_set(conf, "send_rate", "1000000");
+	conf_set(conf, "send_burst", "1000000");
+	conf_set(conf, "max_unauth", "100000");
+	conf_set(conf, "quota_count", "10000000");
+	conf_set(conf, "log_level", "warn");
+	snprintf(log, sizeof(log), "%s/ternd.log", B.dir);
+	char *run[] = {B.ternd, "run", "-c", conf, NULL};
+	posix_spawn_file_actions_init(&fa);
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_adddup2(&fa, fd, 2);
+	if (posix_spawn(&B.node_pid, B.ternd, &fa, NULL, run, environ) != 0)
+		die("cannot start ternd");
+	posix_spawn_file_actions_destroy(&fa);
+	close(fd);
+	/* Wait for the port to answer. */
+	for (int i = 0; i < 200; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		    .sin_port = htons(B.port)};
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		a.sin_addr.s_addr = htonl(0x7f000001);
+		if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			close(s);
+			return;
+		}
+		close(s);
+		usleep(25000);
+	}
+	die("ternd did not start (see its log in the bench directory)");
+}
+
+static void
+node_stop(void)
+{
+	int st;
+	char cmd[512];
+
+	if (B.node_pid <= 0)
+		return;
+	kill(B.node_pid, SIGTERM);
+	waitpid(B.node_pid, &st, 0);
+	B.node_pid = 0;
+	snprintf(cmd, sizeof(cmd), "%s", B.dir);
+	char *rm[] = {"/bin/rm", "-rf", cmd, NULL};
+	(void)run_wait(rm, NULL);
+}
+
+/* --- connections ----------------------------------------------------- */
+
+static void
+dev_send_msg(struct dev *d, const struct msg *m)
+{
+	uint8_t buf[MSG_MAX];
+	size_t n;
+
+	if (d->conn == NULL || msg_encode(m, buf, sizeof(buf), &n) != 0 ||
+	    net_conn_send(d->conn, buf, n) != 0)
+		B.errors++;
+}
+
+static void
+dev_open(struct net_conn *c)
+{
+	struct dev *d = *(struct dev **)net_conn_data(c);
+	struct msg m = {0};
+
+	m.req = ++d->req;
+	if (d->want == 1) {
+		m.type = MSG_REGISTER;
+		m.u.reg.user.p = d->addr;
+		m.u.reg.user.len = strlen(d->addr);
+	} else {
+		m.type = MSG_LOGIN;
+		m.u.login.user.p = d->addr;
+		m.u.login.user.len = strlen(d->addr);
+		m.u.login.device_id = 1;
+	}
+	dev_send_msg(d, &m);
+}
+
+static void
+dev_send_envelope(struct dev *d, uint8_t cls)
+{
+	struct msg m = {.type = MSG_SEND};
+	uint8_t payload[100];
+	uint64_t t = d->next_due_ns ? d->next_due_ns : now_ns();
+
+	memset(payload, 0x5a, sizeof(payload));
+	memcpy(payload, &t, sizeof(t));
+	m.req = ++d->req;
+	randombytes_buf(m.u.send.id, sizeof(m.u.send.id));
+	m.u.send.to.p = d->peer->addr;
+	m.u.send.to.len = strlen(d->peer->addr);
+	m.u.send.to_device = 1;
+	m.u.send.class = cls;
+	m.u.send.timestamp_ms = t / 1000000;
+	m.u.send.payload.p = payload;
+	m.u.send.payload.len = sizeof(payload);
+	dev_send_msg(d, &m);
+	d->sent++;
+	d->inflight++;
+}
+
+static void
+lat_add(struct lat *l, uint64_t ns)
+{
+	uint64_t us = ns / 1000 + 1;
+	int e = 63 - __builtin_clzll(us);
+	size_t i = e < 6 ? (size_t)us : (size_t)((e - 5) * 64 +
+	    ((us >> (e - 6)) & 63));
+
+	if (i >= LAT_BUCKETS)
+		i = LAT_BUCKETS - 1;
+	l->b[i]++;
+	l->n++;
+	if (ns > l->max)
+		l->max = ns;
+}
+
+static double
+lat_pct(const struct lat *l, double p)
+{
+	uint64_t want = (uint64_t)ceil(p * (double)l->n), acc = 0;
+
+	for (size_t i = 0; i < LAT_BUCKETS; i++) {
+		acc += l->b[i];
+		if (acc >= want && l->n > 0) {
+			/* Upper edge of the bucket, in microseconds. */
+			if (i < 64)
+				return (double)i;
+			int e = (int)(i / 64) + 5;
+			uint64_t sub = i % 64;
+			return (double)(((uint64_t)64 + sub + 1) << (e - 6));
+		}
+	}
+	return 0;
+}
+
+static int
+dev_message(struct net_conn *c, const uint8_t *buf, size_t len)
+{
+	struct dev *d = *(struct dev **)net_conn_data(c);
+	struct msg m, ack = {.type = MSG_ACK};
+	uint64_t t;
+
+	if (msg_decode(buf, len, &m) != 0) {
+		B.errors++;
+		return 0;
+	}
+	switch (m.type) {
+	case MSG_REGISTERED:
+	case MSG_LOGIN_OK:
+		chan_set_msg_cap(&c->chan, MSG_MAX);
+		d->state = 2;
+		B.online++;
+		B.pending--;
+		break;
+	case MSG_SENT:
+		B.sent_ok++;
+		if (B.mode == M_OFFLINE_SEND) {
+			d->inflight--;
+			if (now_ns() < B.deadline_ns)
+				dev_send_envelope(d, MSG_CLASS_MESSAGE);
+		}
+		break;
+	case MSG_DELIVER:
+		memcpy(ack.u.ack.id, m.u.deliver.id, MSG_ID_LEN);
+		dev_send_msg(d, &ack);
+		d->got++;
+		if (B.mode == M_DELIVER || B.mode == M_LATENCY ||
+		    B.mode == M_DRAIN) {
+			if (now_ns() < B.deadline_ns || B.mode == M_DRAIN)
+				B.delivered++;
+		}
+		if (B.mode == M_LATENCY && m.u.deliver.payload.len >= 8) {
+			memcpy(&t, m.u.deliver.payload.p, sizeof(t));
+			lat_add(&B.lat, now_ns() - t);
+		}
+		/* The sender of this one may send the next. */
+		{
+			struct dev *s = d->peer;
+			if (s->inflight > 0)
+				s->inflight--;
+			if (B.mode == M_DELIVER && now_ns() < B.deadline_ns)
+				dev_send_envelope(s, MSG_CLASS_MESSAGE);
+		}
+		break;
+	case MSG_ERROR:
+		B.errors++;
+		if (B.errors <= 10)
+			fprintf(stderr, "tern-bench: %s: error %u: %.*s\n",
+			    d->addr, m.u.error.code,
+			    (int)m.u.error.detail.len, m.u.error.detail.p);
+		if (d->state == 1) {
+			/* Login refused: counted once, here; the close that
+			 * follows finds state 3 and counts nothing. */
+			d->state = 3;
+			B.pending--;
+			net_conn_close(c, 0);
+		}
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static void
+dev_closed(struct net_conn *c, int err)
+{
+	struct dev *d = *(struct dev **)net_conn_data(c);
+
+	if (d->state == 2)
+		B.online--;
+	else if (d->state == 1)
+		B.pending--;
+	d->state = 0;
+	d->conn = NULL;
+}
+
+static const struct net_conn_cbs dev_cbs = {
+	.open = dev_open,
+	.message = dev_message,
+	.closed = dev_closed,
+};
+
+static void
+dev_connect(struct dev *d, int want)
+{
+	int r;
+
+	d->want = (uint8_t)want;
+	d->state = 1;
+	B.pending++;
+	r = net_connect(&B.nl, "127.0.0.1", B.port, CHAN_KIND_CLIENT, CHAN_XX,
+	    d->priv, NULL, MSG_MAX_UNAUTH, &dev_cbs, sizeof(struct dev *),
+	    &d->conn);
+	if (r != 0) {
+		B.pending--;
+		d->state = 0;
+		B.errors++;
+		return;
+	}
+	*(struct dev **)net_conn_data(d->conn) = d;
+}
+
+/* Runs the loop until pending reaches 0 or the timeout passes. */
+static void
+run_until_settled(double timeout_s)
+{
+	uint64_t end = now_ns() + (uint64_t)(timeout_s * 1e9);
+
+	while (B.pending > 0 && now_ns() < end)
+		uv_run(&B.loop, UV_RUN_ONCE);
+}
+
+static void
+run_for(double seconds)
+{
+	uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+
+	while (now_ns() < end)
+		uv_run(&B.loop, UV_RUN_NOWAIT), usleep(0);
+}
+
+static void
+devs_make(uint32_t n, const char *prefix)
+{
+	B.devs = calloc(n, sizeof(*B.devs));
+	B.ndevs = n;
+	if (B.devs == NULL)
+		die("out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		noise_keypair_generate(B.devs[i].priv, B.devs[i].pub);
+		snprintf(B.devs[i].addr, sizeof(B.devs[i].addr), "%s%u@%s",
+		    prefix, i, BENCH_DOMAIN);
+		B.devs[i].peer = &B.devs[i ^ 1];
+	}
+}
+
+/* devs_offline: closes every connection, keeping the devices' keys. */
+static void
+devs_offline(void)
+{
+	uint64_t end = now_ns() + 30000000000ull;
+
+	for (uint32_t i = 0; i < B.ndevs; i++)
+		if (B.devs[i].conn != NULL)
+			net_conn_close(B.devs[i].conn, 0);
+	while ((B.online > 0 || B.pending > 0) && now_ns() < end)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	if (B.online > 0 || B.pending > 0)
+		fprintf(stderr, "online %u pending %u\n", B.online, B.pending), die("connections did not close");
+}
+
+static void
+devs_free(void)
+{
+	devs_offline();
+	free(B.devs);
+	B.devs = NULL;
+	B.ndevs = 0;
+}
+
+/* Connects (registering the first time) devices [0, n) in waves. */
+static void
+devs_online(uint32_t n, int want)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		dev_connect(&B.devs[i], want);
+		if (B.pending >= 256)
+			run_until_settled(30);
+	}
+	run_until_settled(60);
+	if (B.online < n)
+		die("not every device came online (see the node log)");
+}
+
+/* --- output ---------------------------------------------------------- */
+
+static void
+report(const char *name, double value, const char *unit, const char *target)
+{
+	printf("  %-38s %14.1f %-10s %s\n", name, value, unit,
+	    target ? target : "");
+	if (B.json) {
+		fprintf(B.json, "%s\n  \"%s\": %.3f", B.json_first ? "" : ",",
+		    name, value);
+		B.json_first = 0;
+	}
+}
+
+/* --- scenarios ------------------------------------------------------- */
+
+static void
+sc_deliver(void)
+{
+	uint32_t pairs = 200;
+	double secs = B.quick ? 3 : 10;
+	uint64_t c0, c1;
+	uint64_t t0;
+
+	printf("deliver: %u pairs of online users, window %u per sender\n",
+	    pairs, B.window);
+	devs_make(pairs * 2, "d");
+	devs_online(pairs * 2, 1);
+	B.mode = M_DELIVER;
+	B.delivered = 0;
+	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
+	node_cpu(&c0);
+	t0 = now_ns();
+	for (uint32_t i = 0; i < pairs * 2; i += 2)
+		for (uint32_t w = 0; w < B.window; w++)
+			dev_send_envelope(&B.devs[i], MSG_CLASS_MESSAGE);
+	while (now_ns() < B.deadline_ns)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	node_cpu(&c1);
+	double el = (double)(now_ns() - t0) / 1e9;
+	report("delivered_msgs_per_s", (double)B.delivered / el, "msg/s",
+	    "target >= 150000");
+	report("node_cpu_us_per_delivered",
+	    (double)(c1 - c0) * 1e6 / (double)sysconf(_SC_CLK_TCK) /
+	    (double)(B.delivered ? B.delivered : 1), "us", "");
+	B.mode = M_NONE;
+	run_for(1.0); /* let the tail drain */
+	devs_free();
+}
+
+static void
+lat_tick(uv_timer_t *t)
+{
+	uint64_t now = now_ns();
+	double per_sender_ns = 1e9 * (double)(B.ndevs / 2) / B.rate;
+
+	if (now >= B.deadline_ns) {
+		uv_timer_stop(t);
+		return;
+	}
+	/* Send every message whose time has come, stamped with the time it
+	 * was due: a late send counts its lateness as latency. */
+	for (uint32_t i = 0; i < B.ndevs; i += 2) {
+		struct dev *d = &B.devs[i];
+		while (d->next_due_ns <= now) {
+			dev_send_envelope(d, MSG_CLASS_MESSAGE);
+			d->next_due_ns += (uint64_t)per_sender_ns;
+		}
+	}
+}
+
+static void
+sc_latency(double rate)
+{
+	uint32_t pairs = 100;
+	double secs = B.quick ? 3 : 10;
+	char name[64], prefix[32];
+
+	printf("latency: %u pairs at %.0f messages/s offered\n", pairs, rate);
+	snprintf(prefix, sizeof(prefix), "l%.0f-", rate);
+	devs_make(pairs * 2, prefix);
+	devs_online(pairs * 2, 1);
+	memset(&B.lat, 0, sizeof(B.lat));
+	B.rate = rate;
+	B.mode = M_LATENCY;
+	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
+	uint64_t t0 = now_ns();
+	for (uint32_t i = 0; i < pairs * 2; i += 2)
+		B.devs[i].next_due_ns = t0 + (uint64_t)(i / 2) *
+		    (uint64_t)(1e9 / rate);
+	uv_timer_init(&B.loop, &B.tick);
+	uv_timer_start(&B.tick, lat_tick, 1, 1);
+	while (now_ns() < B.deadline_ns + 500000000ull)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&B.tick, NULL);
+	snprintf(name, sizeof(name), "latency_p50_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.50), "us", "");
+	snprintf(name, sizeof(name), "latency_p99_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.99), "us", "target p99 <= 2000 at 50000");
+	snprintf(name, sizeof(name), "latency_p999_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.999), "us", "");
+	snprintf(name, sizeof(name), "latency_p9999_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.9999), "us", "");
+	snprintf(name, sizeof(name), "latency_samples_at_%.0f", rate);
+	report(name, (double)B.lat.n, "msgs", "");
+	B.mode = M_NONE;
+	for (uint32_t i = 0; i < B.ndevs; i++)
+		B.devs[i].next_due_ns = 0;
+	devs_free();
+}
+
+static void
+sc_idle(void)
+{
+	uint32_t n = B.quick ? 2000 : 15000;
+	uint64_t rss0, rss1;
+
+	printf("idle: %u authenticated idle connections\n", n);
+	devs_make(n, "i");
+	devs_online(n, 1);      /* register them all once */
+	devs_offline();
+	run_for(1.0);
+	rss0 = node_rss_kib();
+	devs_online(n, 2);      /* then log them all in and leave them idle */
+	run_for(2.0);
+	rss1 = node_rss_kib();
+	report("node_rss_per_idle_conn_bytes",
+	    (double)(rss1 - rss0) * 1024.0 / n, "bytes",
+	    "target <= 1024 userspace");
+	report("idle_connections", (double)B.online, "conns", "");
+	devs_free();
+}
+
+static void
+sc_logins(void)
+{
+	uint32_t n = B.quick ? 1000 : 5000, i;
+	uint64_t t0;
+
+	printf("logins: %u registered devices log in over fresh "
+	    "connections (handshake + LOGIN)\n", n);
+	devs_make(n, "g");
+	devs_online(n, 1);
+	devs_offline();
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		dev_connect(&B.devs[i], 2);
+		if (B.pending >= 512)
+			run_until_settled(30);
+	}
+	run_until_settled(60);
+	report("logins_per_s", (double)B.online / ((double)(now_ns() - t0) /
+	    1e9), "logins/s", "target >= 5000");
+	devs_free();
+}
+
+static void
+sc_offline(void)
+{
+	uint32_t pairs = 100;
+	double secs = B.quick ? 2 : 5;
+	uint64_t t0;
+
+	printf("offline: %u senders to %u offline devices\n", pairs, pairs);
+	devs_make(pairs * 2, "o");
+	devs_online(pairs * 2, 1);
+	/* Recipients (odd) go offline. */
+	for (uint32_t i = 1; i < pairs * 2; i += 2)
+		net_conn_close(B.devs[i].conn, 0);
+	while (B.online > pairs)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	B.mode = M_OFFLINE_SEND;
+	B.sent_ok = 0;
+	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
+	t0 = now_ns();
+	for (uint32_t i = 0; i < pairs * 2; i += 2)
+		for (uint32_t w = 0; w < B.window; w++)
+			dev_send_envelope(&B.devs[i], MSG_CLASS_MESSAGE);
+	while (now_ns() < B.deadline_ns)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	double el = (double)(now_ns() - t0) / 1e9;
+	uint64_t queued = B.sent_ok;
+	report("offline_enqueue_durable_per_s", (double)queued / el, "env/s",
+	    "target >= 100000");
+	B.mode = M_NONE;
+	run_for(1.0);
+	queued = B.sent_ok;
+	/* Drain: recipients log in. */
+	B.mode = M_DRAIN;
+	B.delivered = 0;
+	t0 = now_ns();
+	for (uint32_t i = 1; i < pairs * 2; i += 2)
+		dev_connect(&B.devs[i], 2);
+	while (B.delivered < queued && now_ns() - t0 < 120e9)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	report("offline_drain_per_s", (double)B.delivered /
+	    ((double)(now_ns() - t0) / 1e9), "env/s", "");
+	B.mode = M_NONE;
+	devs_free();
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"ternd", required_argument, NULL, 't'},
+		{"json", required_argument, NULL, 'j'},
+		{"quick", no_argument, NULL, 'q'},
+		{"window", required_argument, NULL, 'w'},
+		{NULL, 0, NULL, 0},
+	};
+	struct rlimit rl;
+	int c, all;
+	char self[4096];
+	ssize_t n;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	B.window = 32;
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	self[n > 0 ? n : 0] = '\0';
+	/* Default: ternd beside this binary's build tree (build/x/tools). */
+	snprintf(B.ternd, sizeof(B.ternd), "%.*s/../node/ternd",
+	    (int)(strrchr(self, '/') ? strrchr(self, '/') - self : 1), self);
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			snprintf(B.ternd, sizeof(B.ternd), "%s", optarg);
+			break;
+		case 'j':
+			if ((B.json = fopen(optarg, "w")) == NULL)
+				die("cannot write the JSON file");
+			break;
+		case 'q':
+			B.quick = true;
+			break;
+		case 'w':
+			B.window = (uint32_t)atoi(optarg);
+			break;
+		default:
+			fprintf(stderr, "usage: tern-bench [--ternd PATH] "
+			    "[--json FILE] [--quick] [--window N] "
+			    "[deliver|latency|idle|logins|offline]...\n");
+			return 2;
+		}
+	}
+	if (sodium_init() < 0)
+		die("libsodium");
+	signal(SIGPIPE, SIG_IGN);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	uv_loop_init(&B.loop);
+	if (net_loop_init(&B.nl, &B.loop, NULL) != 0)
+		die("net");
+	node_start();
+	printf("tern-bench: node pid %d on 127.0.0.1:%u, %ld cores\n",
+	    (int)B.node_pid, B.port, sysconf(_SC_NPROCESSORS_ONLN));
+	if (B.json) {
+		fprintf(B.json, "{");
+		B.json_first = 1;
+	}
+	all = optind == argc;
+	for (int i = optind; i <= argc; i++) {
+		const char *s = i < argc ? argv[i] : NULL;
+		if (!all && s == NULL)
+			break;
+		if (all && i > optind)
+			break;
+		if (all || strcmp(s, "deliver") == 0)
+			sc_deliver();
+		if (all || strcmp(s, "latency") == 0) {
+			sc_latency(20000);
+			sc_latency(50000);
+		}
+		if (all || strcmp(s, "logins") == 0)
+			sc_logins();
+		if (all || strcmp(s, "offline") == 0)
+			sc_offline();
+		if (all || strcmp(s, "idle") == 0)
+			sc_idle();
+	}
+	if (B.json) {
+		fprintf(B.json, "\n}\n");
+		fclose(B.json);
+	}
+	printf("errors: %llu\n", (unsigned long long)B.errors);
+	node_stop();
+	net_loop_close(&B.nl, NULL, NULL);
+	uv_run(&B.loop, UV_RUN_DEFAULT);
+	uv_loop_close(&B.loop);
+	return 0;
+}
