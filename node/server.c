@@ -46,6 +46,7 @@
 #define SRV_DEFERRED_MAX 65536     /* receipts held while overloaded */
 #define SRV_USERS_BUCKETS0 1024    /* initial hash buckets */
 #define SRV_PP_BUCKETS 65536       /* pushed-before-commit table */
+#define SRV_NAME_BUCKETS 65536     /* online users by name */
 /* name@domain as formatted here; over 255 bytes it fails to encode. */
 #define SRV_ADDR_BUF (STORE_NAME_MAX + 1 + 253 + 1)
 
@@ -75,6 +76,7 @@ struct nuser {
 	double tokens;              /* send rate limit bucket */
 	uint64_t tokens_ms;         /* its last refill */
 	struct nuser *hnext;        /* hash chain */
+	struct nuser *nnext;        /* chain in the by-name hash */
 	struct nuser *onext;        /* in srv->going_offline */
 };
 
@@ -141,6 +143,7 @@ struct server {
 	uv_timer_t timer;           /* expiry, presence, sampling, shedding */
 	uint64_t next_expire;       /* when to run store_expire next */
 	struct nuser **users;       /* hash of nuser by user_id */
+	struct nuser **names;       /* the same by name (SRV_NAME_BUCKETS) */
 	uint32_t nbuckets;          /* power of two */
 	uint32_t nusers;            /* entries */
 	struct nuser *going_offline; /* users whose devices all left */
@@ -220,6 +223,28 @@ user_grow(struct server *srv)
 	srv->nbuckets = nb;
 }
 
+static uint32_t
+name_hash(const char *name)
+{
+	uint32_t h = 2166136261u;
+
+	while (*name)
+		h = (h ^ (uint8_t)*name++) * 16777619u;
+	return h & (SRV_NAME_BUCKETS - 1);
+}
+
+/* user_by_name: the nuser of a user someone is online as or watches. */
+static struct nuser *
+user_by_name(struct server *srv, const char *name)
+{
+	struct nuser *u;
+
+	for (u = srv->names[name_hash(name)]; u != NULL; u = u->nnext)
+		if (strcmp(u->name, name) == 0)
+			return u;
+	return NULL;
+}
+
 /* user_get: the nuser for a store user, made on first use; a reference
  * is taken. NULL on allocation failure. */
 static struct nuser *
@@ -249,6 +274,9 @@ user_get(struct server *srv, int64_t id, const char *name)
 	b = user_hash(id) & (srv->nbuckets - 1);
 	u->hnext = srv->users[b];
 	srv->users[b] = u;
+	b = name_hash(u->name);
+	u->nnext = srv->names[b];
+	srv->names[b] = u;
 	srv->nusers++;
 	return u;
 }
@@ -270,6 +298,13 @@ user_put(struct server *srv, struct nuser *u)
 	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
 		if (*pp == u) {
 			*pp = u->onext;
+			break;
+		}
+	}
+	for (pp = &srv->names[name_hash(u->name)]; *pp != NULL;
+	    pp = &(*pp)->nnext) {
+		if (*pp == u) {
+			*pp = u->nnext;
 			break;
 		}
 	}
@@ -708,7 +743,12 @@ handle_send(struct session *ss, const struct msg *m)
 		    "not enabled)");
 		return;
 	}
-	if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
+	/* A device that is logged in exists and is active (disabling an
+	 * account disconnects it): no need to ask the database. */
+	ru = user_by_name(srv, name);
+	if (ru != NULL && user_device(ru, s->to_device) != NULL) {
+		ui.user_id = ru->user_id;
+	} else if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
 	    (r = store_device_lookup(srv->store, name, s->to_device,
 	    key)) != 0) {
 		session_error(ss, m->req, r == TERN_EDENIED ? r : TERN_ENOUSER,
@@ -1731,6 +1771,7 @@ server_part_closed(struct server *srv)
 		if (srv->done != NULL)
 			srv->done(srv->done_arg, srv->status);
 		free(srv->users);
+		free(srv->names);
 		free(srv->pp);
 		sodium_memzero(srv->priv, sizeof(srv->priv));
 		sodium_memzero(srv->admin_token, sizeof(srv->admin_token));
@@ -1822,8 +1863,11 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	srv->done_arg = arg;
 	srv->nbuckets = SRV_USERS_BUCKETS0;
 	if ((srv->users = calloc(srv->nbuckets, sizeof(*srv->users))) == NULL ||
+	    (srv->names = calloc(SRV_NAME_BUCKETS, sizeof(*srv->names))) ==
+	    NULL ||
 	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL) {
 		free(srv->users);
+		free(srv->names);
 		free(srv);
 		return TERN_ENOMEM;
 	}
@@ -1900,6 +1944,7 @@ fail_store:
 fail:
 	sodium_memzero(srv->priv, sizeof(srv->priv));
 	free(srv->users);
+	free(srv->names);
 	free(srv->pp);
 	free(srv);
 	return r != 0 ? r : TERN_EIO;

@@ -46,6 +46,8 @@ struct store {
 	struct store_req *in_tail;          /* [mu] */
 	size_t in_count;                    /* [mu] */
 	uint64_t submit_seq;                /* [mu] last qseq given */
+	int writer_waiting;                 /* [mu] writer sleeps on cv */
+	uint32_t commit_delay_us;           /* wait before taking a batch */
 	uint64_t taken_seq;                 /* [mu] last qseq the writer took */
 	struct store_req *done_head;        /* [mu] finished, not yet called */
 	struct store_req *done_tail;        /* [mu] */
@@ -149,10 +151,26 @@ store_writer_main(void *arg)
 
 	uv_mutex_lock(&s->mu);
 	for (;;) {
-		while (s->in_head == NULL && !s->stop)
+		while (s->in_head == NULL && !s->stop) {
+			s->writer_waiting = 1;
 			uv_cond_wait(&s->cv, &s->mu);
+			s->writer_waiting = 0;
+		}
 		if (s->in_head == NULL)
 			break; /* stop, and everything queued is done */
+		/*
+		 * Commit delay: let a batch gather for a moment. Requests keep
+		 * coming meanwhile (one fsync covers more), and an enqueue whose
+		 * recipient acknowledges it within the delay is withdrawn
+		 * (store_cancel) and never written at all.
+		 */
+		if (s->commit_delay_us > 0 && !s->stop &&
+		    s->in_count < s->batch_max) {
+			struct timespec ts = {0, (long)s->commit_delay_us * 1000};
+			uv_mutex_unlock(&s->mu);
+			nanosleep(&ts, NULL);
+			uv_mutex_lock(&s->mu);
+		}
 
 		/* Take up to batch_max requests, oldest first. */
 		batch = tail = s->in_head;
@@ -322,6 +340,13 @@ store_submit(struct store *s, struct store_req *r)
 	s->in_tail = r;
 	s->in_count++;
 	r->qseq = ++s->submit_seq;
+	if (!s->writer_waiting) {
+		/* The writer is busy or in its commit delay: it will look. */
+		uv_mutex_unlock(&s->mu);
+		if (s->outstanding++ == 0)
+			uv_ref((uv_handle_t *)&s->async);
+		return 0;
+	}
 	uv_cond_signal(&s->cv);
 	uv_mutex_unlock(&s->mu);
 	if (s->outstanding++ == 0)
@@ -393,6 +418,8 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_config *cfg)
 	s->lim.max_page_count = cfg->max_page_count;
 	s->lim.durability = cfg->durability;
 	s->batch_max = STORE_DEF(cfg->batch_max, STORE_DEF_BATCH_MAX);
+	s->commit_delay_us = cfg->commit_delay_us == UINT32_MAX ? 0 :
+	    STORE_DEF(cfg->commit_delay_us, 500);
 	s->queue_max = STORE_DEF(cfg->queue_max, STORE_DEF_QUEUE_MAX);
 	if (cfg->domain != NULL) {
 		size_t dlen;

@@ -128,6 +128,8 @@ struct store_config {
 	uint32_t fetch_bytes_max;    /* payload bytes per store_fetch (at least
 	                                one envelope is returned); 1 MiB */
 	int64_t notice_ttl_ms;       /* how long notices stay queued; 30 days */
+	uint32_t commit_delay_us;    /* how long the writer lets a batch gather
+	                                before taking it; 500 (UINT32_MAX: none) */
 	uint32_t max_page_count;     /* TESTS ONLY: cap the database at this many
 	                                pages so writes fail with SQLITE_FULL */
 };

@@ -765,6 +765,11 @@ sq_open(struct store_backend **out, const char *path,
 		goto fail;
 	}
 
+	/* Each connection is used by one thread: no per-connection mutex
+	 * (NOMUTEX) and no global memory statistics, whose mutex the
+	 * writer and the loop thread would otherwise fight over. This fails
+	 * harmlessly if SQLite was initialised already. */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	rc = sqlite3_open_v2(path, &be->wdb,
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
