@@ -992,3 +992,36 @@ out:
 	free(t);
 	return rc;
 }
+
+int
+config_file_set(const char *path, const char *key, const char *value)
+{
+	char tmp[CONFIG_PATH_MAX + 8], line[1024];
+	size_t klen = strlen(key);
+	FILE *in, *out;
+	int done = 0;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >= sizeof(tmp))
+		return TERN_EINVAL;
+	if ((in = fopen(path, "r")) == NULL)
+		return TERN_EIO;
+	if ((out = fopen(tmp, "w")) == NULL) {
+		fclose(in);
+		return TERN_EIO;
+	}
+	while (fgets(line, sizeof(line), in) != NULL) {
+		if (!done && strncmp(line, key, klen) == 0 &&
+		    strncmp(line + klen, " = ", 3) == 0) {
+			fprintf(out, "%s = %s\n", key, value);
+			done = 1;
+		} else {
+			fputs(line, out);
+		}
+	}
+	fclose(in);
+	if (fclose(out) != 0 || !done || rename(tmp, path) != 0) {
+		unlink(tmp);
+		return done ? TERN_EIO : TERN_ENOTFOUND;
+	}
+	return 0;
+}

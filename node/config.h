@@ -105,6 +105,16 @@ int config_write_default(const char *path, const char *domain,
     const char *listen) TERN_WUR;
 
 /*
+ * config_file_set: in the config file at path, replaces the first line
+ * "key = ..." with "key = value" (the form config_write_default writes),
+ * through a temporary file and rename. TERN_ENOTFOUND if no such line,
+ * TERN_EIO if the file cannot be rewritten. For `ternd init` options and
+ * tools that make throwaway nodes.
+ */
+int config_file_set(const char *path, const char *key, const char *value)
+    TERN_WUR;
+
+/*
  * config_path_join: a path from the file (rel) as the node must open it:
  * unchanged if absolute, else cfg->dir + "/" + rel. TERN_ETOOBIG if it
  * does not fit out (cap bytes), TERN_EINVAL for an empty rel.

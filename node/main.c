@@ -65,39 +65,6 @@ fail(const char *fmt, ...)
 	return 1;
 }
 
-/* conf_set: replaces the "key = ..." line of a fresh config file. */
-static int
-conf_set(const char *path, const char *key, const char *value)
-{
-	char tmp[4200], line[1024];
-	size_t klen = strlen(key);
-	FILE *in, *out;
-	int done = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	if ((in = fopen(path, "r")) == NULL)
-		return TERN_EIO;
-	if ((out = fopen(tmp, "w")) == NULL) {
-		fclose(in);
-		return TERN_EIO;
-	}
-	while (fgets(line, sizeof(line), in) != NULL) {
-		if (!done && strncmp(line, key, klen) == 0 &&
-		    strncmp(line + klen, " = ", 3) == 0) {
-			fprintf(out, "%s = %s\n", key, value);
-			done = 1;
-		} else {
-			fputs(line, out);
-		}
-	}
-	fclose(in);
-	if (fclose(out) != 0 || !done || rename(tmp, path) != 0) {
-		unlink(tmp);
-		return TERN_EIO;
-	}
-	return 0;
-}
-
 static void
 print_records(const char *domain, uint16_t port, const uint8_t pub[32])
 {
@@ -148,9 +115,9 @@ cmd_init(int argc, char **argv)
 		return fail("cannot create %s: %s", dir, strerror(errno));
 	if ((r = config_write_default(conf, domain, listen)) != 0)
 		return fail("cannot write %s: %s", conf, tern_strerror(r));
-	if (open_reg && conf_set(conf, "open_registration", "true") != 0)
+	if (open_reg && config_file_set(conf, "open_registration", "true") != 0)
 		return fail("cannot edit %s", conf);
-	if (mlisten != NULL && conf_set(conf, "metrics_listen", mlisten) != 0)
+	if (mlisten != NULL && config_file_set(conf, "metrics_listen", mlisten) != 0)
 		return fail("cannot edit %s", conf);
 	if (config_load(conf, &cfg, tok, sizeof(tok)) != 0) {
 		unlink(conf);

@@ -40,6 +40,7 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "config.h"
 #include "msg.h"
 #include "net.h"
 
@@ -171,26 +172,11 @@ run_wait(char *const argv[], const char *out_path)
 	return WEXITSTATUS(st);
 }
 
-/* conf_set: replaces the "key = value" line of the node's config. */
+/* conf_set: sets one option of the bench node's config. */
 static void
 conf_set(const char *path, const char *key, const char *value)
 {
-	char tmp[600], line[1024];
-	size_t klen = strlen(key);
-	FILE *in, *out;
-
-	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	if ((in = fopen(path, "r")) == NULL || (out = fopen(tmp, "w")) == NULL)
-		die("cannot edit the node's config");
-	while (fgets(line, sizeof(line), in) != NULL) {
-		if (strncmp(line, key, klen) == 0 &&
-		    strncmp(line + klen, " = ", 3) == 0)
-			fprintf(out, "%s = %s\n", key, value);
-		else
-			fputs(line, out);
-	}
-	fclose(in);
-	if (fclose(out) != 0 || rename(tmp, path) != 0)
+	if (config_file_set(path, key, value) != 0)
 		die("cannot edit the node's config");
 }
 

@@ -585,3 +585,24 @@ TT_CASE(config__write_default__bad_arguments_write_nothing)
 	    NULL), TERN_EIO);
 	teardown();
 }
+
+TT_CASE(config__file_set__replaces_one_option)
+{
+	struct node_config c;
+	char err[CONFIG_ERR_MAX];
+
+	setup();
+	TT_OK(config_write_default("ternd.conf", "example.org", NULL));
+	TT_OK(config_file_set("ternd.conf", "open_registration", "true"));
+	TT_OK(config_file_set("ternd.conf", "send_rate", "5"));
+	TT_OK(config_load("ternd.conf", &c, err, sizeof(err)));
+	TT_ASSERT(c.open_registration);
+	TT_EQ(c.send_rate, 5);
+	/* A key the file doesn't have is refused, and the file is intact. */
+	TT_ERR(config_file_set("ternd.conf", "no_such_key", "1"),
+	    TERN_ENOTFOUND);
+	TT_OK(config_load("ternd.conf", &c, err, sizeof(err)));
+	TT_EQ(c.send_rate, 5);
+	TT_ERR(config_file_set("missing.conf", "send_rate", "1"), TERN_EIO);
+	teardown();
+}
