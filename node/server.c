@@ -2,15 +2,16 @@
  * server.c: the running node (see server.h and SPEC.md section 7).
  *
  * Delivery. An envelope of class message or receipt is answered SENT only
- * when the store has committed it (durable). It is pushed to the
- * recipient device from the store's completion, so a device never sees an
- * envelope the node could still lose, and pushes leave in commit order,
- * which is the order of receipt. A device that logs in first drains its
- * queue with store_fetch in seq order; envelopes committed while it drains
- * are not pushed but picked up by the next fetch ("dirty"), so nothing
- * overtakes the backlog. The device acknowledges each envelope; only then
- * is it deleted. Ephemeral envelopes are pushed if the device is online
- * and live, else dropped; they are never stored.
+ * when the store has committed it (durable), or when its recipient has
+ * already acknowledged it (then it is safe with the recipient, and the
+ * store's write is withdrawn: write-back, see pp_insert). A device that is
+ * "live" (its backlog drained) gets envelopes pushed as they arrive, in
+ * order of receipt. A device that logs in first drains its queue with
+ * store_fetch in seq order; envelopes sent to it meanwhile are not pushed
+ * but picked up by the next fetch ("dirty", set when they are submitted),
+ * so nothing overtakes the backlog. The device acknowledges each envelope;
+ * only then is it deleted. Ephemeral envelopes are pushed if the device is
+ * online and live, else dropped; they are never stored.
  *
  * Load shedding follows the seed design ("deprioritise, don't drop"):
  * while the store's queue is deep, ephemeral envelopes are dropped and
@@ -381,10 +382,12 @@ push_deliver(struct session *ss, const uint8_t id[MSG_ID_LEN],
 	m.u.deliver.received_ms = received_ms;
 	m.u.deliver.payload.p = payload;
 	m.u.deliver.payload.len = len;
+	/* Every DELIVER is acknowledged, ephemeral ones too (the device
+	 * can't tell them from others before it looks), so every one counts
+	 * as in flight. */
 	if (session_send(ss, &m) == 0) {
 		ss->srv->m.envelopes_delivered_total++;
-		if (cls != MSG_CLASS_EPHEMERAL)
-			ss->inflight++;
+		ss->inflight++;
 	}
 }
 
@@ -819,14 +822,23 @@ handle_send(struct session *ss, const struct msg *m)
 		return;
 	}
 	to = user_device(c->rcpt, c->rcpt_device);
-	if (to != NULL && to->live && !srv->overloaded &&
-	    to->inflight < SRV_INFLIGHT_LIVE_MAX &&
-	    net_conn_queued(to->conn) <= SRV_OUT_LIVE_MAX) {
-		push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
-		    c->sent_ms, now_ms(), c->payload, c->payload_len);
-		metrics_observe(&srv->m.send_to_push_us, mono_us() - c->t0_us);
-		c->pushed = true;
+	if (to != NULL && to->live) {
+		if (srv->overloaded || to->inflight >= SRV_INFLIGHT_LIVE_MAX ||
+		    net_conn_queued(to->conn) > SRV_OUT_LIVE_MAX) {
+			/* It can't take more now: this one and the next wait
+			 * in the store, in order, for its fetches. */
+			session_unlive(to);
+		} else {
+			push_deliver(to, c->env_id, c->from, c->from_device,
+			    c->cls, c->sent_ms, now_ms(), c->payload,
+			    c->payload_len);
+			metrics_observe(&srv->m.send_to_push_us,
+			    mono_us() - c->t0_us);
+			c->pushed = true;
+		}
 	}
+	if (to != NULL && !to->live)
+		to->dirty = true; /* its next fetch must come after this */
 	if ((r = enqueue_submit(srv, c)) != 0) {
 		ctx_free(srv, c);
 		session_error(ss, m->req, r, NULL);
@@ -937,7 +949,11 @@ presence_online(struct server *srv, struct nuser *u)
 	u->offline_at = 0;
 	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
 		if (*pp == u) {
+			/* Back within the grace: drop the list's reference (the
+			 * caller's session holds another, so u lives on). */
 			*pp = u->onext;
+			u->onext = NULL;
+			user_put(srv, u);
 			break;
 		}
 	}
@@ -1054,7 +1070,10 @@ handle_presence_sub(struct session *ss, const struct msg *m, bool sub)
 		ss->subs = p;
 		ss->nsubs++;
 	}
-	presence_send(srv, ss, p->target, m->req);
+	/* OK answers the request; the state follows as a push, like every
+	 * later change (SPEC.md 4, 8). */
+	session_ok(ss, m->req);
+	presence_send(srv, ss, p->target, 0);
 }
 
 /* --- accounts -------------------------------------------------------- */
@@ -1230,6 +1249,20 @@ simple_done(void *arg, int status, const struct store_result *res)
 		} else if (status == 0 || (status == TERN_ENOTFOUND &&
 		    c->type == MSG_CONTACT_REMOVE)) {
 			session_ok(ss, c->req);
+			if (status == 0 && c->type == MSG_DEVICE_REMOVE) {
+				/* Removed for good: its connection (maybe this
+				 * one) ends now. */
+				struct session *d = user_device(ss->user,
+				    c->rcpt_device);
+				if (d != NULL) {
+					session_error(d, 0, TERN_EDENIED,
+					    "device removed");
+					net_conn_close(d->conn, TERN_EDENIED);
+				}
+			}
+			if (c->type == MSG_CONTACT_ADD ||
+			    c->type == MSG_CONTACT_REMOVE)
+				presence_changed(ss->srv, ss->user);
 		} else {
 			session_error(ss, c->req, status, NULL);
 		}
@@ -1362,17 +1395,13 @@ handle_authed(struct session *ss, const struct msg *m)
 	case MSG_DEVICE_LIST:
 		handle_device_list(ss, m);
 		return;
-	case MSG_DEVICE_REMOVE: {
-		struct session *d = user_device(ss->user,
-		    m->u.device_remove.device_id);
+	case MSG_DEVICE_REMOVE:
 		if ((c = ctx_new(ss, m)) == NULL)
 			return;
+		c->rcpt_device = m->u.device_remove.device_id;
 		submitted(ss, c, store_device_remove(srv->store, uid,
 		    m->u.device_remove.device_id, simple_done, c));
-		if (d != NULL && d != ss)
-			net_conn_close(d->conn, TERN_EDENIED);
 		return;
-	}
 	case MSG_PROFILE_SET: {
 		char st[STORE_STATUS_MAX + 1];
 		if ((c = ctx_new(ss, m)) == NULL)
@@ -1408,8 +1437,7 @@ handle_authed(struct session *ss, const struct msg *m)
 		    store_contact_add(srv->store, uid, buf, (int64_t)now_ms(),
 		    simple_done, c) :
 		    store_contact_remove(srv->store, uid, buf, simple_done, c));
-		/* Who may see this user's presence changed. */
-		presence_changed(srv, ss->user);
+		/* Who may see this user's presence changes at the commit. */
 		return;
 	}
 	case MSG_CONTACT_LIST: {
@@ -1613,6 +1641,23 @@ expire_done(void *arg, int status, const struct store_result *res)
 	}
 }
 
+/* fetch_retry: a fetch that failed (store busy) is asked again here, so a
+ * device does not wait for its next ack or envelope. */
+static void
+fetch_retry(struct server *srv)
+{
+	struct session *ss;
+	struct nuser *u;
+	uint32_t i;
+
+	for (i = 0; i < srv->nbuckets; i++)
+		for (u = srv->users[i]; u != NULL; u = u->hnext)
+			for (ss = u->sessions; ss != NULL; ss = ss->unext)
+				if (ss->state == SS_AUTHED && !ss->live &&
+				    !ss->fetching)
+					session_fetch(ss);
+}
+
 static void
 server_tick(uv_timer_t *t)
 {
@@ -1620,6 +1665,7 @@ server_tick(uv_timer_t *t)
 	uint64_t now = uv_now(srv->loop);
 
 	presence_tick(srv);
+	fetch_retry(srv);
 	metrics_sample(&srv->m, now_ms());
 	(void)overload_check(srv);
 	deferred_drain(srv);
@@ -1663,30 +1709,32 @@ user_list_each(void *arg, const struct store_user_info *u)
 	return 0;
 }
 
-static void
-admin_write_done(void *arg, int status, const struct store_result *res)
-{
-	(void)arg;
-	(void)res;
-	if (status != 0)
-		log_warn("admin change failed: %s", tern_strerror(status));
-}
+/* An account change from the admin API, closed out at its commit. */
+struct admin_ctx {
+	struct server *srv;             /* the node */
+	char name[STORE_NAME_MAX + 1];  /* the user */
+};
 
-/* server_close_user: a disabled or deleted user's devices go offline. */
+/* admin_user_done: a disabled or deleted user's devices go offline once
+ * the change is committed (from then on LOGIN fails). */
 static void
-server_close_user(struct server *srv, const char *name)
+admin_user_done(void *arg, int status, const struct store_result *res)
 {
-	struct store_user_info ui;
+	struct admin_ctx *a = arg;
 	struct nuser *u;
 	struct session *ss;
 
-	if (store_user_lookup(srv->store, name, &ui) != 0 ||
-	    (u = user_find(srv, ui.user_id)) == NULL)
-		return;
-	for (ss = u->sessions; ss != NULL; ss = ss->unext) {
-		session_error(ss, 0, TERN_EDENIED, "account disabled");
-		net_conn_close(ss->conn, TERN_EDENIED);
+	(void)res;
+	if (status != 0) {
+		log_warn("admin change of %s failed: %s", a->name,
+		    tern_strerror(status));
+	} else if ((u = user_by_name(a->srv, a->name)) != NULL) {
+		for (ss = u->sessions; ss != NULL; ss = ss->unext) {
+			session_error(ss, 0, TERN_EDENIED, "account disabled");
+			net_conn_close(ss->conn, TERN_EDENIED);
+		}
 	}
+	free(a);
 }
 
 static void
@@ -1745,15 +1793,21 @@ server_http(void *arg, const struct http_request *req,
 	    strcmp(req->path, "/admin/user/delete") == 0) {
 		struct store_user_info ui;
 		bool del = strcmp(req->path, "/admin/user/delete") == 0;
+		struct admin_ctx *a;
 		int r;
 		if ((r = store_user_lookup(srv->store, name, &ui)) != 0)
 			return r;
-		r = del ? store_user_delete(srv->store, name, admin_write_done,
-		    srv) : store_user_disable(srv->store, name,
-		    admin_write_done, srv);
-		if (r != 0)
+		if ((a = calloc(1, sizeof(*a))) == NULL)
+			return TERN_ENOMEM;
+		a->srv = srv;
+		snprintf(a->name, sizeof(a->name), "%s", name);
+		r = del ? store_user_delete(srv->store, name, admin_user_done,
+		    a) : store_user_disable(srv->store, name, admin_user_done,
+		    a);
+		if (r != 0) {
+			free(a);
 			return r;
-		server_close_user(srv, name);
+		}
 		http_resp_printf(resp, "%s %s\n", name,
 		    del ? "deleted" : "disabled");
 		return 0;
