@@ -111,7 +111,7 @@ static const struct cfg_opt cfg_opts[] = {
 	    "mode 0600. /metrics needs no token."},
 
 	{"limits", "queue_ttl", CT_DURATION, CFG_FIELD(queue_ttl_ms), "30d",
-	    CFG_M, 365 * CFG_D,
+	    CFG_S, 365 * CFG_D,
 	    "How long an envelope waits for an offline device before it is "
 	    "deleted undelivered."},
 	{"limits", "expire_interval", CT_DURATION,

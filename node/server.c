@@ -1850,6 +1850,7 @@ server_net_closed(void *arg)
 {
 	struct server *srv = arg;
 	struct req_ctx *c;
+	struct nuser *u;
 
 	/* No session is left: receipts still held will never be answered,
 	 * so their senders resend them after reconnecting. */
@@ -1859,6 +1860,13 @@ server_net_closed(void *arg)
 	}
 	srv->deferred_tail = NULL;
 	srv->ndeferred = 0;
+	/* Users whose last device just left wait for a presence tick that
+	 * will not come (the timer is closed): drop the list's references. */
+	while ((u = srv->going_offline) != NULL) {
+		srv->going_offline = u->onext;
+		u->onext = NULL;
+		user_put(srv, u);
+	}
 	/* The store commits what it was given, then closes. */
 	store_close(srv->store, server_store_closed, srv);
 }

@@ -3,3 +3,8 @@ tern_test(node/test_config.c LIBS ternnode)
 tern_test(node/test_keyfile.c LIBS ternnode PkgConfig::SODIUM)
 tern_test(node/test_metrics.c LIBS ternnode)
 tern_test(node/test_http.c LIBS ternnode PkgConfig::UV)
+tern_test(node/test_ternd.c LIBS ternclient ternnode TIMEOUT 120)
+# The integration tests start the real daemon: build it first.
+if(TARGET ternd AND TARGET test_ternd)
+  add_dependencies(test_ternd ternd)
+endif()
