@@ -35,9 +35,9 @@
 
 #include "ident.h"
 
-/* Client requests are small (the largest, REGISTER, is under 400 bytes),
- * so they are encoded on the stack. */
-#define CLIENT_REQ_BUF 1024
+/* Client requests are small (the largest, KEYS_PUT with 100 prekeys, is
+ * 3,776 bytes), so they are encoded on the stack. */
+#define CLIENT_REQ_BUF 4096
 #define CLIENT_SEND_ID_OFF MSG_HDR_LEN /* SEND: the id follows the header */
 #define CLIENT_BACKOFF_CEIL 3600000    /* ms: an hour, so cap + 1 can't wrap */
 
@@ -387,6 +387,11 @@ client_answer_type(uint8_t type)
 		return MSG_PROFILE;
 	case MSG_CONTACT_LIST:
 		return MSG_CONTACTS;
+	case MSG_KEYS_PUT:
+	case MSG_KEYS_STATUS:
+		return MSG_KEYS_COUNT;
+	case MSG_BUNDLE_GET:
+		return MSG_BUNDLE;
 	case MSG_DEVICE_REMOVE:
 	case MSG_PROFILE_SET:
 	case MSG_PRIVACY_SET:
@@ -802,7 +807,15 @@ client_net_message(struct net_conn *conn, const uint8_t *p, size_t n)
 	case MSG_DEVICES:
 	case MSG_PROFILE:
 	case MSG_CONTACTS:
+	case MSG_BUNDLE:
 		return client_on_answer(c, &m);
+	case MSG_KEYS_COUNT:
+		if (m.req != 0)
+			return client_on_answer(c, &m);
+		/* A push: a bundle fetch left us few one-time prekeys. */
+		if (c->cbs != NULL && c->cbs->keys_count != NULL)
+			c->cbs->keys_count(c, &m.u.keys_count);
+		return 0;
 	case MSG_DELIVER:
 		if (c->cbs != NULL && c->cbs->deliver != NULL)
 			c->cbs->deliver(c, &m.u.deliver);

@@ -113,6 +113,9 @@ struct client_cbs {
 	void (*notice)(struct client *c, const struct msg_notice *n);
 	/* presence: a user we subscribed to (PRESENCE_SUB) changed. */
 	void (*presence)(struct client *c, const struct msg_presence *p);
+	/* keys_count: the node pushed KEYS_COUNT (SPEC.md 12.2): a bundle
+	 * fetch left this device few one-time prekeys; time to upload. */
+	void (*keys_count)(struct client *c, const struct msg_keys_count *k);
 };
 
 /* Answer to client_request: status 0 and the response (OK, PROFILE,
@@ -190,7 +193,7 @@ int client_ack(struct client *c, const uint8_t id[MSG_ID_LEN]) TERN_WUR;
  * client_request: sends m, a client request (PING, DEVICE_ADD,
  * DEVICE_LIST, DEVICE_REMOVE, PROFILE_SET, PROFILE_GET, PRIVACY_SET,
  * CONTACT_ADD, CONTACT_REMOVE, CONTACT_LIST, PRESENCE_SUB,
- * PRESENCE_UNSUB), with a fresh non-zero req written into m->req; cb
+ * PRESENCE_UNSUB, KEYS_PUT, KEYS_STATUS, BUNDLE_GET), with a fresh non-zero req written into m->req; cb
  * gets the answer matched by req. m's pointers are only read during the
  * call. Errors: TERN_ESTATE when not ONLINE (requests are not queued),
  * TERN_EINVAL for another type (SEND goes through client_send, ACK

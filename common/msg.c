@@ -183,6 +183,28 @@ static const struct msg_field presence_fields[] = {
 	F_U64(msg_presence, last_seen_ms),
 };
 
+static const struct msg_field keys_put_fields[] = {
+	F_KEY32(msg_keys_put, identity_key),
+	F_U32(msg_keys_put, registration_id, 1, MSG_REG_ID_MAX),
+	F_U32(msg_keys_put, signed_prekey_id, 1, MSG_PREKEY_ID_MAX),
+	F_KEY32(msg_keys_put, signed_prekey),
+	F_SIG64(msg_keys_put, signature),
+	F_KEY32(msg_keys_put, last_resort),
+	F_RECORDS(msg_keys_put, prekeys, MSG_PREKEY_REC_LEN, MSG_PREKEYS_MAX),
+};
+static const struct msg_field keys_count_fields[] = {
+	F_U32(msg_keys_count, prekeys, 0, UINT32_MAX),
+	F_U32(msg_keys_count, signed_prekey_id, 0, MSG_PREKEY_ID_MAX),
+};
+static const struct msg_field bundle_get_fields[] = {
+	F_ADDR(msg_bundle_get, user),
+	F_U32(msg_bundle_get, device_id, 0, DEV_MAX),
+};
+static const struct msg_field bundle_fields[] = {
+	F_ADDR(msg_bundle, user),
+	F_RECORDS(msg_bundle, devices, MSG_BUNDLE_REC_LEN, MSG_DEVICES_MAX),
+};
+
 #define DESC(n, f) { n, f, sizeof(f) / sizeof((f)[0]) }
 #define DESC_EMPTY(n) { n, NULL, 0 }
 
@@ -217,6 +239,11 @@ static const struct msg_desc msg_descs[256] = {
 	[MSG_PRESENCE_SUB] = DESC("PRESENCE_SUB", presence_sub_fields),
 	[MSG_PRESENCE_UNSUB] = DESC("PRESENCE_UNSUB", presence_unsub_fields),
 	[MSG_PRESENCE] = DESC("PRESENCE", presence_fields),
+	[MSG_KEYS_PUT] = DESC("KEYS_PUT", keys_put_fields),
+	[MSG_KEYS_STATUS] = DESC_EMPTY("KEYS_STATUS"),
+	[MSG_KEYS_COUNT] = DESC("KEYS_COUNT", keys_count_fields),
+	[MSG_BUNDLE_GET] = DESC("BUNDLE_GET", bundle_get_fields),
+	[MSG_BUNDLE] = DESC("BUNDLE", bundle_fields),
 };
 
 /* The caps in the table must fit the length prefixes that carry them. */
@@ -229,6 +256,8 @@ _Static_assert(MSG_CONTACTS_MAX <= UINT16_MAX &&
     MSG_DEVICES_MAX <= UINT16_MAX, "list counts fit a u16");
 _Static_assert(IDENT_ADDR_MAX <= UINT8_MAX, "addresses fit a u8 length");
 _Static_assert(MSG_MAX_UNAUTH < MSG_MAX, "unauthenticated cap is tighter");
+_Static_assert(MSG_HDR_LEN + IDENT_ADDR_MAX + 3 +
+    MSG_DEVICES_MAX * MSG_BUNDLE_REC_LEN <= MSG_MAX, "a full BUNDLE fits");
 
 const struct msg_desc *
 msg_desc_get(uint8_t type)

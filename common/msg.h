@@ -56,6 +56,12 @@
 #define MSG_NAME_MAX 64           /* PROFILE(_SET).name, bytes */
 #define MSG_STATUS_MAX 256        /* PROFILE(_SET).status, bytes */
 #define MSG_CONTACTS_MAX 256      /* CONTACTS.users: 256 x 255 bytes fits MSG_MAX */
+#define MSG_PREKEYS_MAX 100       /* KEYS_PUT.prekeys, records */
+#define MSG_PREKEY_REC_LEN 36     /* u32 id, KEY32 */
+#define MSG_BUNDLE_REC_LEN 176    /* one BUNDLE record, see SPEC.md */
+#define MSG_PREKEY_ID_MAX 0xFFFFFEu /* one-time and signed prekey ids */
+#define MSG_LAST_RESORT_ID 0xFFFFFFu /* the last-resort prekey's id */
+#define MSG_REG_ID_MAX 16380      /* libsignal registration ids: 1..this */
 
 /*
  * Type codes. Ranges reserved for later versions:
@@ -95,7 +101,13 @@ enum msg_type {
 	MSG_CONTACTS = 0x37,       /* node: the list */
 	MSG_PRESENCE_SUB = 0x38,   /* client: tell us about a user's presence */
 	MSG_PRESENCE_UNSUB = 0x39, /* client: stop telling us */
-	MSG_PRESENCE = 0x3A        /* node: a user's presence */
+	MSG_PRESENCE = 0x3A,       /* node: a user's presence */
+
+	MSG_KEYS_PUT = 0x40,       /* client: our device's public keys */
+	MSG_KEYS_STATUS = 0x41,    /* client: how many prekeys are left? */
+	MSG_KEYS_COUNT = 0x42,     /* node: that many (answer or push) */
+	MSG_BUNDLE_GET = 0x43,     /* client: a user's prekey bundles */
+	MSG_BUNDLE = 0x44          /* node: one record per device */
 };
 
 /* SEND/DELIVER class. */
@@ -285,8 +297,35 @@ struct msg_presence {
 	uint64_t last_seen_ms;      /* Unix ms; 0 when hidden or unknown */
 };
 
-/* A message of any type. OK and CONTACT_LIST have no fields and so no
- * member. */
+struct msg_keys_put {
+	uint8_t identity_key[MSG_KEY_LEN]; /* Curve25519 identity key */
+	uint32_t registration_id;   /* 1..MSG_REG_ID_MAX */
+	uint32_t signed_prekey_id;  /* 1..MSG_PREKEY_ID_MAX */
+	uint8_t signed_prekey[MSG_KEY_LEN];
+	uint8_t signature[MSG_SIG_LEN]; /* XEdDSA by identity_key over
+	                               0x05 || signed_prekey */
+	uint8_t last_resort[MSG_KEY_LEN]; /* prekey MSG_LAST_RESORT_ID */
+	struct msg_list prekeys;    /* RECORDS of MSG_PREKEY_REC_LEN: u32 id
+	                               (1..MSG_PREKEY_ID_MAX), KEY32 */
+};
+
+struct msg_keys_count {
+	uint32_t prekeys;           /* one-time prekeys left */
+	uint32_t signed_prekey_id;  /* the node's current one; 0: none */
+};
+
+struct msg_bundle_get {
+	struct msg_str user;        /* whose bundles */
+	uint32_t device_id;         /* one device, or 0: all of them */
+};
+
+struct msg_bundle {
+	struct msg_str user;        /* whose bundles */
+	struct msg_list devices;    /* RECORDS of MSG_BUNDLE_REC_LEN, <= 64 */
+};
+
+/* A message of any type. OK, CONTACT_LIST and KEYS_STATUS have no fields
+ * and so no member. */
 struct msg {
 	uint8_t type;               /* enum msg_type */
 	uint32_t req;               /* request id; 0 for pushes */
@@ -318,6 +357,10 @@ struct msg {
 		struct msg_presence_sub presence_sub; /* PRESENCE_SUB */
 		struct msg_presence_unsub presence_unsub; /* PRESENCE_UNSUB */
 		struct msg_presence presence;       /* PRESENCE */
+		struct msg_keys_put keys_put;       /* KEYS_PUT */
+		struct msg_keys_count keys_count;   /* KEYS_COUNT */
+		struct msg_bundle_get bundle_get;   /* BUNDLE_GET */
+		struct msg_bundle bundle;           /* BUNDLE */
 	} u;                        /* the member named after type */
 };
 

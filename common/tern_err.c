@@ -45,6 +45,8 @@ static const struct err_text err_texts[] = {
 	[30] = {"TERN_ECONFIG", "invalid configuration"},
 	[31] = {"TERN_ENOTFOUND", "not found"},
 	[32] = {"TERN_ECANCELED", "canceled"},
+	[33] = {"TERN_EIDENTITY", "identity key changed; accept it first"},
+	[34] = {"TERN_EDUP", "duplicate"},
 };
 
 static const struct err_text *

@@ -50,7 +50,10 @@ enum tern_err {
 	TERN_ECONFIG = -30,   /* bad configuration */
 	TERN_ENOTFOUND = -31, /* a requested object does not exist */
 	TERN_ECANCELED = -32, /* withdrawn before it was carried out */
-	TERN_E_LAST = -32
+	TERN_EIDENTITY = -33, /* a peer's identity key changed; not trusted
+	                         until the user accepts it */
+	TERN_EDUP = -34,      /* already seen (a duplicate message) */
+	TERN_E_LAST = -34
 };
 
 /* tern_strerror returns a static, human-readable text for a code. */

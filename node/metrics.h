@@ -74,6 +74,13 @@ struct metrics {
 	uint64_t protocol_errors_total;  /* peers closed for bad bytes */
 	uint64_t disk_errors_total;      /* commits failed for the disk */
 
+	/* End-to-end keys (SPEC.md section 12). */
+	uint64_t keys_put_total;         /* KEYS_PUT stored */
+	uint64_t bundles_served_total;   /* BUNDLE records (devices) served */
+	uint64_t prekeys_exhausted_total; /* of them, with the last-resort key:
+	                                    the device had no one-time left */
+	uint64_t bundle_rate_limited_total; /* BUNDLE_GETs refused: ERATE */
+
 	/* Store. */
 	uint64_t store_batches_total;    /* transactions committed */
 	uint64_t store_requests_total;   /* requests in them */

@@ -18,6 +18,12 @@
  * receipts wait in memory until it drains; messages always go to the
  * store, and when even that is full the sender gets EBUSY and no SENT, so
  * its client resends later.
+ *
+ * Keys (SPEC.md section 12). The node checks the signature of an uploaded
+ * signed prekey and stores the public keys; a bundle fetch consumes one
+ * one-time prekey per device inside the store's writer, which is what
+ * keeps a prekey from being served twice. Fetches of another user's
+ * bundles are rate limited per (requester, target) in memory.
  */
 #include "server.h"
 
@@ -35,6 +41,8 @@
 #include "metrics.h"
 #include "msg.h"
 #include "net.h"
+#include "ratelimit.h"
+#include "sig.h"
 #include "store.h"
 
 #define SRV_FETCH_BATCH 128        /* envelopes per fetch */
@@ -48,6 +56,10 @@
 #define SRV_USERS_BUCKETS0 1024    /* initial hash buckets */
 #define SRV_PP_BUCKETS 65536       /* pushed-before-commit table */
 #define SRV_NAME_BUCKETS 65536     /* online users by name */
+#define SRV_BUNDLE_BURST 6         /* bundle fetches per pair at once */
+#define SRV_BUNDLE_INTERVAL_MS 100000 /* one more per 100 s (12.3) */
+#define SRV_BUNDLE_PAIRS_MAX 65536 /* rate-limit buckets held */
+#define SRV_PREKEYS_LOW 10         /* push KEYS_COUNT below this */
 /* name@domain as formatted here; over 255 bytes it fails to encode. */
 #define SRV_ADDR_BUF (STORE_NAME_MAX + 1 + 253 + 1)
 
@@ -127,6 +139,7 @@ struct req_ctx {
 	bool pushed;                /* SEND: delivered before the commit */
 	bool in_pp;                 /* SEND: in srv->pp (awaiting ack) */
 	struct req_ctx *pp_next;    /* hash chain in srv->pp */
+	int64_t target_user;        /* BUNDLE_GET: whose bundles */
 };
 
 struct server {
@@ -153,6 +166,9 @@ struct server {
 	uint32_t ndeferred;         /* how many */
 	struct req_ctx **pp;        /* pushed before commit, by recipient
 	                               and envelope id (SRV_PP_BUCKETS) */
+	struct ratelimit *bundle_rl; /* BUNDLE_GET per (requester, target) */
+	uint64_t clock_skew_ms;     /* added to the rate limit's clock
+	                               (server_clock_advance, tests only) */
 	bool overloaded;            /* shedding load */
 	bool expiring;              /* a store_expire is under way */
 	bool stopping;              /* server_stop ran */
@@ -1366,6 +1382,233 @@ handle_profile_get(struct session *ss, const struct msg *m)
 	(void)session_send(ss, &out);
 }
 
+/* --- keys (SPEC.md section 12) ---------------------------------------- */
+
+static void
+keys_count_send(struct session *ss, uint32_t req, uint32_t prekeys,
+    uint32_t signed_prekey_id)
+{
+	struct msg m = {.type = MSG_KEYS_COUNT, .req = req};
+
+	m.u.keys_count.prekeys = prekeys;
+	m.u.keys_count.signed_prekey_id = signed_prekey_id;
+	(void)session_send(ss, &m);
+}
+
+static void
+keys_put_done(void *arg, int status, const struct store_result *res)
+{
+	struct req_ctx *c = arg;
+	struct session *ss = c->ss;
+
+	if (status == 0)
+		ss->srv->m.keys_put_total++;
+	if (ss->state == SS_AUTHED) {
+		if (status == 0)
+			keys_count_send(ss, c->req, res->prekeys,
+			    res->signed_prekey_id);
+		else
+			session_error(ss, c->req, status, status ==
+			    TERN_EQUOTA ? "more than 100 one-time prekeys" :
+			    NULL);
+	}
+	ctx_free(ss->srv, c);
+}
+
+/*
+ * handle_keys_put: SPEC.md 12.1. The signature is checked here, before
+ * anything reaches the store, so a bad upload stores nothing; the store
+ * does the rest (identity change, replace, quota) in one transaction.
+ */
+static void
+handle_keys_put(struct session *ss, const struct msg *m)
+{
+	const struct msg_keys_put *k = &m->u.keys_put;
+	struct server *srv = ss->srv;
+	struct store_prekey pk[MSG_PREKEYS_MAX];
+	struct store_keys_in in;
+	struct req_ctx *c;
+	size_t i, j, n = k->prekeys.count;
+	const uint8_t *rec;
+
+	if (n > MSG_PREKEYS_MAX) {
+		session_error(ss, m->req, TERN_ETOOBIG, NULL);
+		return;
+	}
+	/* The codec checks the list's shape, not what is in a record. */
+	for (i = 0; i < n; i++) {
+		if ((rec = msg_record(&k->prekeys, MSG_PREKEY_REC_LEN, i)) ==
+		    NULL) {
+			session_error(ss, m->req, TERN_ETRUNC, NULL);
+			return;
+		}
+		pk[i].id = buf_load_be32(rec);
+		memcpy(pk[i].key, rec + 4, STORE_KEY_LEN);
+		if (pk[i].id == 0 || pk[i].id > MSG_PREKEY_ID_MAX) {
+			session_error(ss, m->req, TERN_EFIELD,
+			    "one-time prekey id out of range");
+			return;
+		}
+	}
+	if (sig_verify_signed(k->identity_key, k->signed_prekey,
+	    k->signature) != 0) {
+		session_error(ss, m->req, TERN_EKEY,
+		    "signed prekey signature does not verify");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < i; j++) {
+			if (pk[j].id == pk[i].id) {
+				session_error(ss, m->req, TERN_EKEY,
+				    "one-time prekey id repeated");
+				return;
+			}
+		}
+	}
+	memset(&in, 0, sizeof(in));
+	in.user_id = ss->user->user_id;
+	in.device_id = ss->device_id;
+	memcpy(in.identity, k->identity_key, STORE_KEY_LEN);
+	in.registration_id = k->registration_id;
+	in.signed_prekey_id = k->signed_prekey_id;
+	memcpy(in.signed_prekey, k->signed_prekey, STORE_KEY_LEN);
+	memcpy(in.signature, k->signature, STORE_SIG_LEN);
+	memcpy(in.last_resort, k->last_resort, STORE_KEY_LEN);
+	in.prekeys = pk;
+	in.n_prekeys = n;
+	if ((c = ctx_new(ss, m)) == NULL)
+		return;
+	submitted(ss, c, store_keys_put(srv->store, &in, keys_put_done, c));
+}
+
+static void
+handle_keys_status(struct session *ss, const struct msg *m)
+{
+	uint32_t prekeys = 0, spk = 0;
+	int r;
+
+	r = store_keys_count(ss->srv->store, ss->user->user_id, ss->device_id,
+	    &prekeys, &spk);
+	if (r != 0) {
+		session_error(ss, m->req, r, NULL);
+		return;
+	}
+	keys_count_send(ss, m->req, prekeys, spk);
+}
+
+/* bundle_record: one BUNDLE record (SPEC.md 4.33) from a store bundle. */
+static void
+bundle_record(uint8_t rec[MSG_BUNDLE_REC_LEN], const struct store_bundle *b)
+{
+	buf_store_be32(rec, b->device_id);
+	buf_store_be32(rec + 4, b->registration_id);
+	memcpy(rec + 8, b->identity, 32);
+	buf_store_be32(rec + 40, b->signed_prekey_id);
+	memcpy(rec + 44, b->signed_prekey, 32);
+	memcpy(rec + 76, b->signature, 64);
+	buf_store_be32(rec + 140, b->prekey_id);
+	memcpy(rec + 144, b->prekey, 32);
+}
+
+static void
+bundle_done(void *arg, int status, const struct store_result *res)
+{
+	struct req_ctx *c = arg;
+	struct session *ss = c->ss, *to;
+	struct server *srv = ss->srv;
+	uint8_t recs[STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN];
+	uint8_t rec[MSG_BUNDLE_REC_LEN];
+	struct msg out = {.type = MSG_BUNDLE, .req = c->req};
+	struct buf_writer w;
+	struct nuser *t;
+	size_t i;
+
+	if (status != 0) {
+		if (ss->state == SS_AUTHED)
+			session_error(ss, c->req, status, status ==
+			    TERN_ENOUSER ? "no such user or device" : NULL);
+		ctx_free(srv, c);
+		return;
+	}
+	buf_writer_init(&w, recs, sizeof(recs));
+	out.u.bundle.user.p = c->from;
+	out.u.bundle.user.len = strlen(c->from);
+	for (i = 0; i < res->n_bundles; i++) {
+		const struct store_bundle *b = &res->bundles[i];
+		bundle_record(rec, b);
+		/* Cannot fail: recs holds STORE_BUNDLES_MAX records. */
+		if (msg_record_add(&out.u.bundle.devices, &w, rec,
+		    sizeof(rec)) != 0)
+			break;
+		srv->m.bundles_served_total++;
+		if (b->prekey_id == STORE_LAST_RESORT_ID)
+			srv->m.prekeys_exhausted_total++;
+	}
+	/* The prekeys are consumed whether or not the requester is still
+	 * there to hear about them. */
+	if (ss->state == SS_AUTHED)
+		(void)session_send(ss, &out);
+	/* Devices running low hear it now, wherever they are connected. */
+	t = user_find(srv, c->target_user);
+	for (i = 0; t != NULL && i < res->n_bundles; i++) {
+		const struct store_bundle *b = &res->bundles[i];
+		if (b->prekeys_left >= SRV_PREKEYS_LOW)
+			continue;
+		if ((to = user_device(t, b->device_id)) != NULL)
+			keys_count_send(to, 0, b->prekeys_left,
+			    b->signed_prekey_id);
+	}
+	ctx_free(srv, c);
+}
+
+/*
+ * handle_bundle_get: SPEC.md 4.32, 12.2, 12.3. The rate limit is checked
+ * only for a user that exists, so that it is not spent on typos, and
+ * never for one's own user.
+ */
+static void
+handle_bundle_get(struct session *ss, const struct msg *m)
+{
+	const struct msg_bundle_get *g = &m->u.bundle_get;
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	struct req_ctx *c;
+	int r;
+
+	if (addr_local(srv, &g->user, name, sizeof(name)) == NULL) {
+		session_error(ss, m->req, TERN_EUNREACH,
+		    "user's domain is not served here (federation is not "
+		    "enabled)");
+		return;
+	}
+	if (store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE) {
+		session_error(ss, m->req, TERN_ENOUSER, NULL);
+		return;
+	}
+	if (ui.user_id != ss->user->user_id) {
+		r = ratelimit_take(srv->bundle_rl, (uint64_t)ss->user->user_id,
+		    (uint64_t)ui.user_id, uv_now(srv->loop) + srv->clock_skew_ms);
+		if (r == TERN_ERATE) {
+			srv->m.bundle_rate_limited_total++;
+			session_error(ss, m->req, r, "bundle fetch rate limit");
+			return;
+		}
+		if (r != 0) {
+			session_error(ss, m->req, r, NULL);
+			return;
+		}
+	}
+	if ((c = ctx_new(ss, m)) == NULL)
+		return;
+	c->target_user = ui.user_id;
+	snprintf(c->from, sizeof(c->from), "%.*s", (int)g->user.len,
+	    g->user.p);
+	submitted(ss, c, store_bundle_get(srv->store, ui.user_id, g->device_id,
+	    bundle_done, c));
+}
+
 static void
 handle_authed(struct session *ss, const struct msg *m)
 {
@@ -1459,6 +1702,15 @@ handle_authed(struct session *ss, const struct msg *m)
 		return;
 	case MSG_PRESENCE_UNSUB:
 		handle_presence_sub(ss, m, false);
+		return;
+	case MSG_KEYS_PUT:
+		handle_keys_put(ss, m);
+		return;
+	case MSG_KEYS_STATUS:
+		handle_keys_status(ss, m);
+		return;
+	case MSG_BUNDLE_GET:
+		handle_bundle_get(ss, m);
 		return;
 	default:
 		session_error(ss, m->req, TERN_ETYPE,
@@ -1827,6 +2079,7 @@ server_part_closed(struct server *srv)
 		free(srv->users);
 		free(srv->names);
 		free(srv->pp);
+		ratelimit_free(srv->bundle_rl);
 		sodium_memzero(srv->priv, sizeof(srv->priv));
 		sodium_memzero(srv->admin_token, sizeof(srv->admin_token));
 		free(srv);
@@ -1898,6 +2151,18 @@ server_admin_port(const struct server *s)
 	return http_server_port(s->http);
 }
 
+uint16_t
+server_port(const struct server *s)
+{
+	return net_listener_port(s->lis);
+}
+
+void
+server_clock_advance(struct server *s, uint64_t ms)
+{
+	s->clock_skew_ms += ms;
+}
+
 static void
 server_signal(uv_signal_t *h, int signum)
 {
@@ -1927,9 +2192,12 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	if ((srv->users = calloc(srv->nbuckets, sizeof(*srv->users))) == NULL ||
 	    (srv->names = calloc(SRV_NAME_BUCKETS, sizeof(*srv->names))) ==
 	    NULL ||
-	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL) {
+	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL ||
+	    ratelimit_new(SRV_BUNDLE_BURST, SRV_BUNDLE_INTERVAL_MS,
+	    SRV_BUNDLE_PAIRS_MAX, &srv->bundle_rl) != 0) {
 		free(srv->users);
 		free(srv->names);
+		free(srv->pp);
 		free(srv);
 		return TERN_ENOMEM;
 	}
@@ -2008,6 +2276,7 @@ fail:
 	free(srv->users);
 	free(srv->names);
 	free(srv->pp);
+	ratelimit_free(srv->bundle_rl);
 	free(srv);
 	return r != 0 ? r : TERN_EIO;
 }

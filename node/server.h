@@ -33,6 +33,14 @@ int server_start(uv_loop_t *loop, const struct node_config *cfg,
 
 /* server_admin_port: the port the metrics/admin HTTP server listens on. */
 uint16_t server_admin_port(const struct server *s);
+/* server_port: the port the client listener listens on (the kernel's
+ * pick when the configuration says 0). */
+uint16_t server_port(const struct server *s);
+
+/* server_clock_advance: TESTS ONLY: moves the clock the bundle fetch
+ * rate limit reads (SPEC.md 12.3) ms forward, so a test sees buckets
+ * refill without waiting. */
+void server_clock_advance(struct server *s, uint64_t ms);
 
 /* server_stop: stops accepting, closes sessions after what is queued to
  * them is written, lets the store commit everything, then calls done. */

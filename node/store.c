@@ -219,6 +219,7 @@ store_req_free(struct store_req *r)
 {
 	free(r->out_envs);
 	free(r->out_buf);
+	free(r->out_bundles);
 	free(r);
 }
 
@@ -827,6 +828,65 @@ store_expire(struct store *s, int64_t now_ms, store_cb cb, void *arg)
 	return store_submit(s, r);
 }
 
+/* store_prekey_id_ok: a one-time or signed prekey id in range. */
+static int
+store_prekey_id_ok(uint32_t id)
+{
+	return id >= 1 && id <= STORE_PREKEY_ID_MAX;
+}
+
+int
+store_keys_put(struct store *s, const struct store_keys_in *k, store_cb cb,
+    void *arg)
+{
+	struct store_req *r;
+	size_t i, j, bytes;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (k == NULL || k->user_id <= 0 || k->device_id == 0 ||
+	    !store_prekey_id_ok(k->signed_prekey_id) ||
+	    k->n_prekeys > STORE_PREKEYS_MAX ||
+	    (k->prekeys == NULL && k->n_prekeys != 0))
+		return TERN_EINVAL;
+	/* At most 100 of them: the quadratic check costs nothing. */
+	for (i = 0; i < k->n_prekeys; i++) {
+		if (!store_prekey_id_ok(k->prekeys[i].id))
+			return TERN_EINVAL;
+		for (j = 0; j < i; j++)
+			if (k->prekeys[j].id == k->prekeys[i].id)
+				return TERN_EINVAL;
+	}
+	bytes = k->n_prekeys * sizeof(*k->prekeys);
+	r = store_req_new(STORE_OP_KEYS_PUT, bytes, cb, arg);
+	if (r != NULL) {
+		/* data[] follows the 8-aligned union: aligned for the array. */
+		cur = r->data;
+		r->u.keys = *k;
+		r->u.keys.prekeys = store_req_copy(&cur, k->prekeys, bytes);
+	}
+	return store_submit(s, r);
+}
+
+int
+store_bundle_get(struct store *s, int64_t user_id, uint32_t device_id,
+    store_cb cb, void *arg)
+{
+	struct store_req *r;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (user_id <= 0)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_BUNDLE_GET, 0, cb, arg);
+	if (r != NULL) {
+		r->u.bundle.user_id = user_id;
+		r->u.bundle.device_id = device_id;
+	}
+	return store_submit(s, r);
+}
+
 /* --- Synchronous lookups -------------------------------------------------- */
 
 int
@@ -924,6 +984,18 @@ store_contact_has(struct store *s, int64_t user_id, const char *address)
 	if (store_strlen(address, STORE_ADDR_MAX, 0, &alen) != 0)
 		return TERN_ENOTFOUND;
 	return s->ops->contact_has(s->be, user_id, address);
+}
+
+int
+store_keys_count(struct store *s, int64_t user_id, uint32_t device_id,
+    uint32_t *prekeys, uint32_t *signed_prekey_id)
+{
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (prekeys == NULL || signed_prekey_id == NULL)
+		return TERN_EINVAL;
+	return s->ops->keys_count(s->be, user_id, device_id, prekeys,
+	    signed_prekey_id);
 }
 
 void

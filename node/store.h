@@ -1,7 +1,7 @@
 /*
  * store.h: ternd's durable state: users, devices, invites, contacts,
- * profiles and the queue of opaque encrypted envelopes kept for offline
- * devices.
+ * profiles, the devices' public end-to-end keys (SPEC.md section 12) and
+ * the queue of opaque encrypted envelopes kept for offline devices.
  *
  * Storage sits behind a small backend interface (store_internal.h) so that
  * a PostgreSQL backend can serve one domain from several nodes later;
@@ -64,6 +64,11 @@
 #define STORE_STATUS_MAX 256      /* profile status text */
 #define STORE_PAYLOAD_MAX 65536   /* envelope payload */
 #define STORE_FETCH_MAX 256       /* envelopes per store_fetch */
+#define STORE_SIG_LEN 64          /* XEdDSA signature of a signed prekey */
+#define STORE_PREKEYS_MAX 100     /* one-time prekeys held per device */
+#define STORE_PREKEY_ID_MAX 0xFFFFFEu /* one-time and signed prekey ids */
+#define STORE_LAST_RESORT_ID 0xFFFFFFu /* the last-resort prekey's id */
+#define STORE_BUNDLES_MAX 64      /* devices in one bundle fetch */
 
 /* Envelope classes. Class 3 (ephemeral: typing, presence) is never stored. */
 #define STORE_CLASS_MESSAGE 1
@@ -170,6 +175,8 @@ struct store_env_in {
 	size_t payload_len;                 /* <= STORE_PAYLOAD_MAX */
 };
 
+struct store_bundle; /* below, with the keys */
+
 /*
  * What an asynchronous request produced. Which fields are set depends on
  * the request (see each function); the rest are zero. On a non-zero status
@@ -188,6 +195,11 @@ struct store_result {
 	                                       is waiting */
 	uint32_t expired;                   /* expire: envelopes removed */
 	uint32_t notices;                   /* expire: notices queued */
+	uint32_t prekeys;                   /* keys_put: one-time prekeys now
+	                                       held for the device */
+	uint32_t signed_prekey_id;          /* keys_put: the device's current */
+	const struct store_bundle *bundles; /* bundle_get: in device order */
+	size_t n_bundles;
 };
 
 typedef void (*store_cb)(void *arg, int status, const struct store_result *res);
@@ -262,7 +274,8 @@ int store_device_add(struct store *s, int64_t user_id,
     int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
 
 /*
- * store_device_remove removes a device and the envelopes queued for it.
+ * store_device_remove removes a device, its keys and the envelopes queued
+ * for it.
  * TERN_ENOUSER if there is no such device.
  */
 int store_device_remove(struct store *s, int64_t user_id, uint32_t device_id,
@@ -271,8 +284,10 @@ int store_device_remove(struct store *s, int64_t user_id, uint32_t device_id,
 /*
  * store_user_disable stops a user: lookups of its devices fail with
  * TERN_EDENIED and enqueues to it with TERN_EDENIED; its queue is kept.
- * Disabling a disabled user succeeds. store_user_delete removes the
- * user's devices, contacts, profile and queued envelopes; the name stays
+ * Disabling a disabled user succeeds and deletes the user's end-to-end
+ * keys (there is no way back, and nobody may fetch them any more).
+ * store_user_delete removes the user's devices, keys, contacts, profile
+ * and queued envelopes; the name stays
  * reserved forever. Both: TERN_ENOUSER if no such (undeleted) user;
  * res->user_id is set.
  */
@@ -364,6 +379,73 @@ int store_fetch(struct store *s, int64_t user_id, uint32_t device_id,
 int store_expire(struct store *s, int64_t now_ms, store_cb cb,
     void *arg) TERN_WUR;
 
+/* --- End-to-end keys (SPEC.md section 12) ------------------------------- */
+
+/* A one-time prekey: input of store_keys_put. */
+struct store_prekey {
+	uint32_t id;                        /* 1..STORE_PREKEY_ID_MAX */
+	uint8_t key[STORE_KEY_LEN];         /* Curve25519 public key */
+};
+
+/* A device's public keys as KEYS_PUT carries them: copied by
+ * store_keys_put. The store does not verify the signature: the caller
+ * does (it stores and serves keys, it does not judge them). */
+struct store_keys_in {
+	int64_t user_id;                    /* owner */
+	uint32_t device_id;                 /* the uploading device */
+	uint8_t identity[STORE_KEY_LEN];    /* identity public key */
+	uint32_t registration_id;           /* libsignal's */
+	uint32_t signed_prekey_id;          /* 1..STORE_PREKEY_ID_MAX */
+	uint8_t signed_prekey[STORE_KEY_LEN];
+	uint8_t signature[STORE_SIG_LEN];   /* by identity, over the above */
+	uint8_t last_resort[STORE_KEY_LEN]; /* prekey STORE_LAST_RESORT_ID */
+	const struct store_prekey *prekeys; /* one-time prekeys to add */
+	size_t n_prekeys;                   /* <= STORE_PREKEYS_MAX */
+};
+
+/* One device's bundle as store_bundle_get serves it (SPEC.md 4.33). */
+struct store_bundle {
+	uint32_t device_id;
+	uint32_t registration_id;
+	uint8_t identity[STORE_KEY_LEN];
+	uint32_t signed_prekey_id;
+	uint8_t signed_prekey[STORE_KEY_LEN];
+	uint8_t signature[STORE_SIG_LEN];
+	uint32_t prekey_id;                 /* a one-time prekey's id (now
+	                                       deleted), or STORE_LAST_RESORT_ID */
+	uint8_t prekey[STORE_KEY_LEN];
+	uint32_t prekeys_left;              /* one-time prekeys still held */
+};
+
+/*
+ * store_keys_put replaces the device's identity key, registration id,
+ * signed prekey and last-resort key and adds its one-time prekeys (an id
+ * already held is replaced), in one transaction (SPEC.md 12.1). When the
+ * identity key differs from the stored one, the old one-time prekeys are
+ * deleted first: they belong to keys the device no longer has. If the
+ * device would then hold more than STORE_PREKEYS_MAX one-time prekeys,
+ * nothing changes and the request fails with TERN_EQUOTA. Result:
+ * res->prekeys and res->signed_prekey_id. Errors: TERN_ENOUSER (no such
+ * device), TERN_EDENIED (user not active); synchronously TERN_EINVAL for
+ * an id out of range, a repeated one-time id or too many prekeys.
+ */
+int store_keys_put(struct store *s, const struct store_keys_in *k,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_bundle_get serves the bundles of user_id's devices that have keys
+ * (device_id 0), or of the one device device_id, in ascending device id
+ * order, at most STORE_BUNDLES_MAX. Each carries one one-time prekey,
+ * deleted in the same transaction that reads it: the writer runs requests
+ * one after the other, so no prekey is ever served twice. A device with
+ * none left gets its last-resort key, which is never deleted. Result:
+ * res->bundles (n_bundles may be 0: no device has keys), borrowed for
+ * the callback. Errors: TERN_ENOUSER (user not active, or device_id not
+ * 0 and no such device).
+ */
+int store_bundle_get(struct store *s, int64_t user_id, uint32_t device_id,
+    store_cb cb, void *arg) TERN_WUR;
+
 /* --- Synchronous lookups (loop thread, read-only connection) ------------- */
 
 struct store_user_info {
@@ -436,6 +518,13 @@ int store_queue_usage(struct store *s, int64_t user_id, uint64_t *count,
 /* Profile and last-seen privacy. TERN_ENOUSER if missing or deleted. */
 int store_profile_get(struct store *s, int64_t user_id,
     struct store_profile *out) TERN_WUR;
+
+/*
+ * store_keys_count: the device's one-time prekeys held and its current
+ * signed prekey id; both 0 when it has uploaded no keys (not an error).
+ */
+int store_keys_count(struct store *s, int64_t user_id, uint32_t device_id,
+    uint32_t *prekeys, uint32_t *signed_prekey_id) TERN_WUR;
 
 /*
  * store_contacts_list calls each(arg, address) for every contact of the

@@ -30,6 +30,8 @@ enum store_op {
 	STORE_OP_ENQUEUE,
 	STORE_OP_ACK,
 	STORE_OP_EXPIRE,
+	STORE_OP_KEYS_PUT,
+	STORE_OP_BUNDLE_GET,
 	STORE_OP_FETCH,          /* the one read: served after the commit */
 };
 
@@ -50,6 +52,8 @@ struct store_req {
 	struct store_result res;         /* set by the writer */
 	struct store_env *out_envs;      /* fetch: malloc'd, freed by the front */
 	uint8_t *out_buf;                /* fetch: strings and payloads */
+	struct store_bundle *out_bundles; /* bundle_get: malloc'd, freed by
+	                                    the front */
 	union {
 		struct {
 			uint8_t hash[STORE_INVITE_HASH_LEN];
@@ -101,6 +105,11 @@ struct store_req {
 			int64_t after_seq;
 			uint32_t limit;
 		} fetch;
+		struct store_keys_in keys;       /* prekeys point into data[] */
+		struct {
+			int64_t user_id;
+			uint32_t device_id;      /* 0: every device */
+		} bundle;
 	} u;
 	char data[];                     /* copies of variable-size inputs */
 };
@@ -176,6 +185,8 @@ struct store_backend_ops {
 	    int (*each)(void *arg, const char *address), void *arg);
 	int (*contact_has)(struct store_backend *be, int64_t user_id,
 	    const char *address);
+	int (*keys_count)(struct store_backend *be, int64_t user_id,
+	    uint32_t device_id, uint32_t *prekeys, uint32_t *signed_prekey_id);
 	/* Fills users, devices, queued, queued_bytes. */
 	int (*stats)(struct store_backend *be, struct store_stats *out);
 };

@@ -115,6 +115,37 @@ static const char *const sq_migrations[] = {
 	"CREATE INDEX envelopes_by_expiry ON envelopes(expires_ms);"
 	"PRAGMA application_id = 1952805486;"
 	"PRAGMA user_version = 1;",
+
+	/*
+	 * 2: the devices' public end-to-end keys (SPEC.md section 12). A
+	 * device's one-time prekeys hang off its key row, which hangs off the
+	 * device: removing a device must remove them first, and the foreign
+	 * keys make forgetting that an error rather than orphaned keys.
+	 */
+	"CREATE TABLE device_keys("
+	"  user_id INTEGER NOT NULL,"
+	"  device_id INTEGER NOT NULL,"
+	"  identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),"
+	"  registration_id INTEGER NOT NULL,"
+	"  signed_prekey_id INTEGER NOT NULL"
+	"    CHECK (signed_prekey_id BETWEEN 1 AND 16777214),"
+	"  signed_prekey BLOB NOT NULL CHECK (length(signed_prekey) = 32),"
+	"  signature BLOB NOT NULL CHECK (length(signature) = 64),"
+	"  last_resort BLOB NOT NULL CHECK (length(last_resort) = 32),"
+	"  PRIMARY KEY (user_id, device_id),"
+	"  FOREIGN KEY (user_id, device_id)"
+	"    REFERENCES devices(user_id, device_id)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE prekeys("
+	"  user_id INTEGER NOT NULL,"
+	"  device_id INTEGER NOT NULL,"
+	"  prekey_id INTEGER NOT NULL CHECK (prekey_id BETWEEN 1 AND 16777214),"
+	"  pubkey BLOB NOT NULL CHECK (length(pubkey) = 32),"
+	"  PRIMARY KEY (user_id, device_id, prekey_id),"
+	"  FOREIGN KEY (user_id, device_id)"
+	"    REFERENCES device_keys(user_id, device_id)"
+	") WITHOUT ROWID;"
+	"PRAGMA user_version = 2;",
 };
 #define SQ_SCHEMA_VERSION \
 	((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
@@ -162,6 +193,17 @@ enum {
 	W_ENV_DELETE_USER,
 	W_ENV_EXPIRED,
 	W_ENV_FETCH,
+	W_DEVICE_EXISTS,
+	W_KEYS_IDENTITY,
+	W_KEYS_UPSERT,
+	W_KEYS_LIST,
+	W_KEYS_DELETE_DEVICE,
+	W_KEYS_DELETE_USER,
+	W_PREKEY_PUT,
+	W_PREKEY_COUNT,
+	W_PREKEY_TAKE,
+	W_PREKEY_DELETE_DEVICE,
+	W_PREKEY_DELETE_USER,
 	W__COUNT
 };
 
@@ -259,6 +301,48 @@ static const char *const sq_wsql[W__COUNT] = {
 	    "received_ms, expires_ms, payload FROM envelopes "
 	    "WHERE rcpt_user = ?1 AND rcpt_device = ?2 AND seq > ?3 "
 	    "ORDER BY seq LIMIT ?4",
+	[W_DEVICE_EXISTS] =
+	    "SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2",
+	[W_KEYS_IDENTITY] =
+	    "SELECT identity_key FROM device_keys "
+	    "WHERE user_id = ?1 AND device_id = ?2",
+	/* An UPSERT, not REPLACE: REPLACE deletes the row first, which its
+	 * prekeys' foreign key would refuse. */
+	[W_KEYS_UPSERT] =
+	    "INSERT INTO device_keys(user_id, device_id, identity_key, "
+	    "registration_id, signed_prekey_id, signed_prekey, signature, "
+	    "last_resort) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+	    "ON CONFLICT (user_id, device_id) DO UPDATE SET "
+	    "identity_key = excluded.identity_key, "
+	    "registration_id = excluded.registration_id, "
+	    "signed_prekey_id = excluded.signed_prekey_id, "
+	    "signed_prekey = excluded.signed_prekey, "
+	    "signature = excluded.signature, "
+	    "last_resort = excluded.last_resort",
+	[W_KEYS_LIST] =
+	    "SELECT device_id, registration_id, identity_key, signed_prekey_id, "
+	    "signed_prekey, signature, last_resort FROM device_keys "
+	    "WHERE user_id = ?1 AND (?2 = 0 OR device_id = ?2) "
+	    "ORDER BY device_id LIMIT ?3",
+	[W_KEYS_DELETE_DEVICE] =
+	    "DELETE FROM device_keys WHERE user_id = ?1 AND device_id = ?2",
+	[W_KEYS_DELETE_USER] = "DELETE FROM device_keys WHERE user_id = ?1",
+	[W_PREKEY_PUT] =
+	    "INSERT INTO prekeys(user_id, device_id, prekey_id, pubkey) "
+	    "VALUES (?1, ?2, ?3, ?4) "
+	    "ON CONFLICT (user_id, device_id, prekey_id) DO UPDATE SET "
+	    "pubkey = excluded.pubkey",
+	[W_PREKEY_COUNT] =
+	    "SELECT count(*) FROM prekeys WHERE user_id = ?1 AND device_id = ?2",
+	/* Lowest id first: any order would do, this one uses the index. */
+	[W_PREKEY_TAKE] =
+	    "DELETE FROM prekeys WHERE user_id = ?1 AND device_id = ?2 AND "
+	    "prekey_id = (SELECT min(prekey_id) FROM prekeys "
+	    "WHERE user_id = ?1 AND device_id = ?2) "
+	    "RETURNING prekey_id, pubkey",
+	[W_PREKEY_DELETE_DEVICE] =
+	    "DELETE FROM prekeys WHERE user_id = ?1 AND device_id = ?2",
+	[W_PREKEY_DELETE_USER] = "DELETE FROM prekeys WHERE user_id = ?1",
 };
 
 /* Statements of the read-only connection. */
@@ -275,6 +359,7 @@ enum {
 	R_STATS_USERS,
 	R_STATS_DEVICES,
 	R_STATS_QUEUE,
+	R_KEYS_COUNT,
 	R__COUNT
 };
 
@@ -313,6 +398,10 @@ static const char *const sq_rsql[R__COUNT] = {
 	[R_STATS_QUEUE] =
 	    "SELECT coalesce(sum(queued), 0), coalesce(sum(queued_bytes), 0) "
 	    "FROM queue_usage",
+	[R_KEYS_COUNT] =
+	    "SELECT k.signed_prekey_id, (SELECT count(*) FROM prekeys p "
+	    "WHERE p.user_id = ?1 AND p.device_id = ?2) FROM device_keys k "
+	    "WHERE k.user_id = ?1 AND k.device_id = ?2",
 };
 
 /* One row picked by an expiry pass. */
@@ -1065,6 +1154,29 @@ sq_device_add(struct store_backend *be, struct store_req *req)
 	return SQLITE_OK;
 }
 
+/* sq_keys_delete deletes a device's keys (device_id 0: all of user's). */
+static int
+sq_keys_delete(struct store_backend *be, int64_t user_id, uint32_t device_id)
+{
+	static const int per_device[] = {W_PREKEY_DELETE_DEVICE,
+	    W_KEYS_DELETE_DEVICE};
+	static const int per_user[] = {W_PREKEY_DELETE_USER, W_KEYS_DELETE_USER};
+	const int *steps = device_id != 0 ? per_device : per_user;
+	sqlite3_stmt *st;
+	int i, rc;
+
+	/* Prekeys first: they reference the key row. */
+	for (i = 0; i < 2; i++) {
+		st = be->w[steps[i]];
+		sqlite3_bind_int64(st, 1, user_id);
+		if (device_id != 0)
+			sqlite3_bind_int64(st, 2, device_id);
+		if ((rc = sq_run(st)) != SQLITE_OK)
+			return rc;
+	}
+	return SQLITE_OK;
+}
+
 /* In a savepoint. */
 static int
 sq_device_remove(struct store_backend *be, struct store_req *req)
@@ -1073,7 +1185,10 @@ sq_device_remove(struct store_backend *be, struct store_req *req)
 	int64_t n = 0, bytes = 0;
 	int rc;
 
-	/* Envelopes first: they reference the device. */
+	/* Keys and envelopes first: they reference the device. */
+	if ((rc = sq_keys_delete(be, req->u.dev.user_id,
+	    req->u.dev.device_id)) != SQLITE_OK)
+		return rc;
 	sqlite3_bind_int64(st, 1, req->u.dev.user_id);
 	sqlite3_bind_int64(st, 2, req->u.dev.device_id);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1114,6 +1229,10 @@ sq_user_disable(struct store_backend *be, struct store_req *req)
 		req->status = TERN_ENOUSER;
 		return SQLITE_OK;
 	}
+	/* Nobody may fetch a disabled user's keys, and it cannot come back
+	 * (SPEC.md 6.6): they go. */
+	if ((rc = sq_keys_delete(be, id, 0)) != SQLITE_OK)
+		return rc;
 	st = be->w[W_USER_DISABLE];
 	sqlite3_bind_int64(st, 1, id);
 	if ((rc = sq_run(st)) != SQLITE_OK)
@@ -1127,7 +1246,8 @@ static int
 sq_user_delete(struct store_backend *be, struct store_req *req)
 {
 	static const int steps[] = {
-		W_ENV_DELETE_USER, W_CONTACT_DELETE_ALL, W_DEVICE_DELETE_ALL,
+		W_ENV_DELETE_USER, W_CONTACT_DELETE_ALL, W_PREKEY_DELETE_USER,
+		W_KEYS_DELETE_USER, W_DEVICE_DELETE_ALL,
 		W_USAGE_CLEAR, W_USER_DELETE,
 	};
 	sqlite3_stmt *st;
@@ -1467,11 +1587,201 @@ sq_expire(struct store_backend *be, struct store_req *req)
 	return SQLITE_OK;
 }
 
+/* sq_blob copies an n-byte blob column (length checked by the schema). */
+static void
+sq_blob(uint8_t *dst, size_t n, sqlite3_stmt *st, int col)
+{
+	const void *p = sqlite3_column_blob(st, col);
+
+	memset(dst, 0, n);
+	if (p != NULL && (size_t)sqlite3_column_bytes(st, col) == n)
+		memcpy(dst, p, n);
+}
+
+/*
+ * Keys: in a savepoint, because the identity check may delete prekeys
+ * and the quota check comes only after the inserts (an id already held
+ * is replaced, so the count is known only then).
+ */
+static int
+sq_keys_put(struct store_backend *be, struct store_req *req)
+{
+	const struct store_keys_in *k = &req->u.keys;
+	uint8_t old[STORE_KEY_LEN];
+	sqlite3_stmt *st;
+	int64_t n;
+	size_t i;
+	int rc, state = 0, found;
+
+	rc = sq_user_state(be, k->user_id, &state, NULL, NULL, 0);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return rc;
+	if (rc == SQLITE_DONE || state == STORE_USER_DELETED) {
+		req->status = TERN_ENOUSER;
+		return SQLITE_OK;
+	}
+	if (state == STORE_USER_DISABLED) {
+		req->status = TERN_EDENIED;
+		return SQLITE_OK;
+	}
+	st = be->w[W_DEVICE_EXISTS];
+	sqlite3_bind_int64(st, 1, k->user_id);
+	sqlite3_bind_int64(st, 2, k->device_id);
+	if ((rc = sq_exists(st, &found)) != SQLITE_OK)
+		return rc;
+	if (!found) {
+		req->status = TERN_ENOUSER;
+		return SQLITE_OK;
+	}
+
+	/* A new identity (a device restored without its keys): the old
+	 * one-time prekeys cannot be used with it any more. */
+	st = be->w[W_KEYS_IDENTITY];
+	sqlite3_bind_int64(st, 1, k->user_id);
+	sqlite3_bind_int64(st, 2, k->device_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		sq_blob(old, sizeof(old), st, 0);
+	sq_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return rc;
+	if (rc == SQLITE_ROW && memcmp(old, k->identity, STORE_KEY_LEN) != 0) {
+		st = be->w[W_PREKEY_DELETE_DEVICE];
+		sqlite3_bind_int64(st, 1, k->user_id);
+		sqlite3_bind_int64(st, 2, k->device_id);
+		if ((rc = sq_run(st)) != SQLITE_OK)
+			return rc;
+	}
+
+	st = be->w[W_KEYS_UPSERT];
+	sqlite3_bind_int64(st, 1, k->user_id);
+	sqlite3_bind_int64(st, 2, k->device_id);
+	sq_bind_blob(st, 3, k->identity, STORE_KEY_LEN);
+	sqlite3_bind_int64(st, 4, k->registration_id);
+	sqlite3_bind_int64(st, 5, k->signed_prekey_id);
+	sq_bind_blob(st, 6, k->signed_prekey, STORE_KEY_LEN);
+	sq_bind_blob(st, 7, k->signature, STORE_SIG_LEN);
+	sq_bind_blob(st, 8, k->last_resort, STORE_KEY_LEN);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+
+	st = be->w[W_PREKEY_PUT];
+	for (i = 0; i < k->n_prekeys; i++) {
+		sqlite3_bind_int64(st, 1, k->user_id);
+		sqlite3_bind_int64(st, 2, k->device_id);
+		sqlite3_bind_int64(st, 3, k->prekeys[i].id);
+		sq_bind_blob(st, 4, k->prekeys[i].key, STORE_KEY_LEN);
+		if ((rc = sq_run(st)) != SQLITE_OK)
+			return rc;
+	}
+
+	st = be->w[W_PREKEY_COUNT];
+	sqlite3_bind_int64(st, 1, k->user_id);
+	sqlite3_bind_int64(st, 2, k->device_id);
+	if ((rc = sq_count(st, &n)) != SQLITE_OK)
+		return rc;
+	if (n > STORE_PREKEYS_MAX) {
+		req->status = TERN_EQUOTA; /* sq_exec rolls the savepoint back */
+		return SQLITE_OK;
+	}
+	req->res.prekeys = (uint32_t)n;
+	req->res.signed_prekey_id = k->signed_prekey_id;
+	return SQLITE_OK;
+}
+
+/*
+ * Bundle fetch: a write (it consumes prekeys), so it runs in the writer's
+ * transaction like every write, and the writer runs requests one at a
+ * time: two fetches never see the same prekey. Every statement stands
+ * alone and none can fail a constraint: no savepoint.
+ */
+static int
+sq_bundle_get(struct store_backend *be, struct store_req *req)
+{
+	int64_t uid = req->u.bundle.user_id, left;
+	uint32_t dev = req->u.bundle.device_id;
+	struct store_bundle *b;
+	sqlite3_stmt *st;
+	size_t n = 0, i;
+	int rc, state = 0, found;
+
+	rc = sq_user_state(be, uid, &state, NULL, NULL, 0);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return rc;
+	if (rc == SQLITE_DONE || state != STORE_USER_ACTIVE) {
+		req->status = TERN_ENOUSER;
+		return SQLITE_OK;
+	}
+	if (dev != 0) {
+		st = be->w[W_DEVICE_EXISTS];
+		sqlite3_bind_int64(st, 1, uid);
+		sqlite3_bind_int64(st, 2, dev);
+		if ((rc = sq_exists(st, &found)) != SQLITE_OK)
+			return rc;
+		if (!found) {
+			req->status = TERN_ENOUSER;
+			return SQLITE_OK;
+		}
+	}
+	b = calloc(STORE_BUNDLES_MAX, sizeof(*b));
+	if (b == NULL)
+		return SQLITE_NOMEM;
+	/* The front frees it with the request, whatever happens next. */
+	req->out_bundles = b;
+
+	/* Read the key rows first, then take prekeys: no statement is left
+	 * half-stepped while another writes the same tables. */
+	st = be->w[W_KEYS_LIST];
+	sqlite3_bind_int64(st, 1, uid);
+	sqlite3_bind_int64(st, 2, dev);
+	sqlite3_bind_int64(st, 3, STORE_BUNDLES_MAX);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < STORE_BUNDLES_MAX) {
+		struct store_bundle *x = &b[n++];
+		x->device_id = (uint32_t)sqlite3_column_int64(st, 0);
+		x->registration_id = (uint32_t)sqlite3_column_int64(st, 1);
+		sq_blob(x->identity, STORE_KEY_LEN, st, 2);
+		x->signed_prekey_id = (uint32_t)sqlite3_column_int64(st, 3);
+		sq_blob(x->signed_prekey, STORE_KEY_LEN, st, 4);
+		sq_blob(x->signature, STORE_SIG_LEN, st, 5);
+		/* The last-resort key, unless a one-time prekey is left. */
+		x->prekey_id = STORE_LAST_RESORT_ID;
+		sq_blob(x->prekey, STORE_KEY_LEN, st, 6);
+	}
+	sq_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return rc;
+
+	for (i = 0; i < n; i++) {
+		st = be->w[W_PREKEY_TAKE];
+		sqlite3_bind_int64(st, 1, uid);
+		sqlite3_bind_int64(st, 2, b[i].device_id);
+		/* With RETURNING, the first step makes every change. */
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			b[i].prekey_id = (uint32_t)sqlite3_column_int64(st, 0);
+			sq_blob(b[i].prekey, STORE_KEY_LEN, st, 1);
+		}
+		sq_reset(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return rc;
+		st = be->w[W_PREKEY_COUNT];
+		sqlite3_bind_int64(st, 1, uid);
+		sqlite3_bind_int64(st, 2, b[i].device_id);
+		if ((rc = sq_count(st, &left)) != SQLITE_OK)
+			return rc;
+		b[i].prekeys_left = (uint32_t)left;
+	}
+	req->res.bundles = b;
+	req->res.n_bundles = n;
+	return SQLITE_OK;
+}
+
 static int
 sq_savepoint_op(enum store_op op)
 {
 	return op == STORE_OP_REGISTER || op == STORE_OP_DEVICE_ADD ||
-	    op == STORE_OP_DEVICE_REMOVE || op == STORE_OP_USER_DELETE;
+	    op == STORE_OP_DEVICE_REMOVE || op == STORE_OP_USER_DELETE ||
+	    op == STORE_OP_USER_DISABLE || op == STORE_OP_KEYS_PUT;
 }
 
 static int
@@ -1518,6 +1828,12 @@ sq_exec(struct store_backend *be, struct store_req *req)
 		break;
 	case STORE_OP_EXPIRE:
 		body = sq_expire;
+		break;
+	case STORE_OP_KEYS_PUT:
+		body = sq_keys_put;
+		break;
+	case STORE_OP_BUNDLE_GET:
+		body = sq_bundle_get;
 		break;
 	default:
 		req->status = TERN_EINVAL;
@@ -1844,6 +2160,25 @@ sq_contact_has(struct store_backend *be, int64_t user_id, const char *address)
 }
 
 static int
+sq_keys_count(struct store_backend *be, int64_t user_id, uint32_t device_id,
+    uint32_t *prekeys, uint32_t *signed_prekey_id)
+{
+	sqlite3_stmt *st = be->r[R_KEYS_COUNT];
+	int rc;
+
+	*prekeys = *signed_prekey_id = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, device_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*signed_prekey_id = (uint32_t)sqlite3_column_int64(st, 0);
+		*prekeys = (uint32_t)sqlite3_column_int64(st, 1);
+	}
+	sq_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_fatal(rc);
+}
+
+static int
 sq_stats(struct store_backend *be, struct store_stats *out)
 {
 	sqlite3_stmt *st;
@@ -1886,5 +2221,6 @@ const struct store_backend_ops store_sqlite_ops = {
 	.profile_get = sq_profile_get,
 	.contacts_list = sq_contacts_list,
 	.contact_has = sq_contact_has,
+	.keys_count = sq_keys_count,
 	.stats = sq_stats,
 };

@@ -1,8 +1,13 @@
-# tests/client: the client library against a fake node on loopback.
+# tests/client: the client library against a fake node on loopback, and
+# the tern CLI end to end against a real ternd.
 # Guarded so that the tree still configures before the top-level
 # CMakeLists.txt has add_subdirectory(client).
 if(TARGET ternclient)
   tern_test(client/test_client.c LIBS ternclient)
 else()
   message(WARNING "tests/client skipped: no ternclient target (add_subdirectory(client))")
+endif()
+if(TARGET tern AND TARGET ternd)
+  tern_test(client/test_e2e.c LIBS terncommon TIMEOUT 300)
+  add_dependencies(test_e2e tern ternd)
 endif()

@@ -204,5 +204,43 @@ main(int argc, char **argv)
 	m.u.presence.state = MSG_PRESENCE_OFFLINE;
 	m.u.presence.last_seen_ms = 1700000000000u;
 	seed("", &m);
+	{
+		static uint8_t kbuf[2 * MSG_BUNDLE_REC_LEN];
+		uint8_t rec[MSG_BUNDLE_REC_LEN];
+		struct buf_writer kw;
+
+		BEGIN(MSG_KEYS_PUT, 19);
+		memset(m.u.keys_put.identity_key, 0x11, MSG_KEY_LEN);
+		m.u.keys_put.registration_id = 42;
+		m.u.keys_put.signed_prekey_id = 3;
+		memset(m.u.keys_put.signed_prekey, 0x22, MSG_KEY_LEN);
+		memset(m.u.keys_put.signature, 0x33, MSG_SIG_LEN);
+		memset(m.u.keys_put.last_resort, 0x44, MSG_KEY_LEN);
+		buf_writer_init(&kw, kbuf, sizeof(kbuf));
+		memset(rec, 0x55, sizeof(rec));
+		buf_store_be32(rec, 1);
+		if (msg_record_add(&m.u.keys_put.prekeys, &kw, rec,
+		    MSG_PREKEY_REC_LEN) != 0)
+			return 1;
+		seed("", &m);
+		BEGIN(MSG_KEYS_STATUS, 20);
+		seed("", &m);
+		BEGIN(MSG_KEYS_COUNT, 20);
+		m.u.keys_count.prekeys = 9;
+		m.u.keys_count.signed_prekey_id = 3;
+		seed("", &m);
+		BEGIN(MSG_BUNDLE_GET, 21);
+		m.u.bundle_get.user = S("bob@b.test");
+		seed("", &m);
+		BEGIN(MSG_BUNDLE, 21);
+		m.u.bundle.user = S("bob@b.test");
+		buf_writer_init(&kw, kbuf, sizeof(kbuf));
+		memset(rec, 0x66, sizeof(rec));
+		buf_store_be32(rec, 1);
+		if (msg_record_add(&m.u.bundle.devices, &kw, rec,
+		    MSG_BUNDLE_REC_LEN) != 0)
+			return 1;
+		seed("", &m);
+	}
 	return 0;
 }
