@@ -32,18 +32,12 @@
 #include "client.h"
 #include "ident.h"
 #include "noise.h"
+#include "pt.h"
 #include "sig.h"
 
-/* Plaintext kinds (SPEC.md 12.5). */
-#define PT_VERSION 1
-#define PT_TEXT 1
-#define PT_RECEIPT 2
-#define PT_TYPING 3
-#define PT_SYNC 4
-
-#define RCPT_DELIVERED 1
-#define RCPT_READ 2
-#define RCPT_IDS_MAX 256           /* ids in one receipt */
+#define RCPT_DELIVERED PT_RCPT_DELIVERED
+#define RCPT_READ PT_RCPT_READ
+#define RCPT_IDS_MAX PT_RCPT_IDS_MAX
 
 #define DEVCACHE_MS (5 * 60 * 1000) /* device lists are refetched after */
 #define ENV_MAX (2 * MSG_DEVICES_MAX) /* envelopes of one operation */
@@ -1267,7 +1261,6 @@ app_send_text(struct app *a, const char *user, const char *text,
 {
 	char to[IDENT_ADDR_MAX + 1];
 	size_t tlen = strlen(text);
-	struct buf_writer w;
 	struct op *op;
 
 	if (a->closing || !app_registered(a))
@@ -1283,32 +1276,41 @@ app_send_text(struct app *a, const char *user, const char *text,
 	if ((op = app_op_new(a, OP_TEXT, to)) == NULL)
 		return TERN_ENOMEM;
 	op->fetch = true;
-	op->ptlen = 2 + MSG_ID_LEN + 8 + 2 + tlen;
-	op->synclen = op->ptlen + 1 + strlen(to);
-	if ((op->pt = malloc(op->ptlen)) == NULL ||
-	    (op->sync = malloc(op->synclen)) == NULL) {
-		app_op_free(op);
-		return TERN_ENOMEM;
-	}
-	buf_writer_init(&w, op->pt, op->ptlen);
-	buf_put_u8(&w, PT_VERSION);
-	buf_put_u8(&w, PT_TEXT);
-	buf_put_bytes(&w, op->msg_id, MSG_ID_LEN);
-	buf_put_u64(&w, op->ts);
-	buf_put_u16(&w, (uint16_t)tlen);
-	buf_put_bytes(&w, text, tlen);
-	buf_writer_init(&w, op->sync, op->synclen);
-	buf_put_u8(&w, PT_VERSION);
-	buf_put_u8(&w, PT_SYNC);
-	buf_put_bytes(&w, op->msg_id, MSG_ID_LEN);
-	buf_put_u64(&w, op->ts);
-	buf_put_u8(&w, (uint8_t)strlen(to));
-	buf_put_bytes(&w, to, strlen(to));
-	buf_put_u16(&w, (uint16_t)tlen);
-	buf_put_bytes(&w, text, tlen);
-	if (w.err != 0) {
-		app_op_free(op);
-		return TERN_EINVAL;
+	{
+		struct pt m;
+		struct buf_writer w;
+
+		memset(&m, 0, sizeof(m));
+		m.kind = PT_TEXT;
+		memcpy(m.id, op->msg_id, MSG_ID_LEN);
+		m.sent_ms = op->ts;
+		m.text.p = text;
+		m.text.len = tlen;
+		op->ptlen = pt_encoded_size(&m);
+		m.kind = PT_SYNC;
+		m.peer.p = to;
+		m.peer.len = strlen(to);
+		op->synclen = pt_encoded_size(&m);
+		if (op->ptlen == 0 || op->synclen == 0) {
+			app_op_free(op);
+			return TERN_EINVAL;
+		}
+		if ((op->pt = malloc(op->ptlen)) == NULL ||
+		    (op->sync = malloc(op->synclen)) == NULL) {
+			app_op_free(op);
+			return TERN_ENOMEM;
+		}
+		buf_writer_init(&w, op->sync, op->synclen);
+		if (pt_encode(&m, &w) != 0) {
+			app_op_free(op);
+			return TERN_EINVAL;
+		}
+		m.kind = PT_TEXT;
+		buf_writer_init(&w, op->pt, op->ptlen);
+		if (pt_encode(&m, &w) != 0) {
+			app_op_free(op);
+			return TERN_EINVAL;
+		}
 	}
 	op->cb = cb;
 	op->arg = arg;
@@ -1366,6 +1368,7 @@ int
 app_send_typing(struct app *a, const char *user, int typing)
 {
 	char to[IDENT_ADDR_MAX + 1];
+	/* SPEC.md 12.5: version, kind, state. */
 	uint8_t pt[3] = {PT_VERSION, PT_TYPING, typing ? 1 : 0};
 
 	if (a->closing || !app_registered(a))
@@ -1385,15 +1388,18 @@ app_receipt(struct app *a, const char *to, int what,
 {
 	uint8_t pt[5 + RCPT_IDS_MAX * MSG_ID_LEN];
 	struct buf_writer w;
+	struct pt m;
 
 	if (n > RCPT_IDS_MAX)
 		return TERN_EINVAL;
+	memset(&m, 0, sizeof(m));
+	m.kind = PT_RECEIPT;
+	m.what = (uint8_t)what;
+	m.nids = (uint16_t)n;
+	m.ids = (const uint8_t *)ids;
 	buf_writer_init(&w, pt, sizeof(pt));
-	buf_put_u8(&w, PT_VERSION);
-	buf_put_u8(&w, PT_RECEIPT);
-	buf_put_u8(&w, (uint8_t)what);
-	buf_put_u16(&w, (uint16_t)n);
-	buf_put_bytes(&w, ids, n * MSG_ID_LEN);
+	if (pt_encode(&m, &w) != 0)
+		return TERN_EINVAL;
 	return app_small_op(a, OP_RECEIPT, to, pt, w.len, sync_own, cb, arg);
 }
 
@@ -1539,77 +1545,39 @@ static int
 app_plain(struct app *a, const char *from, uint32_t dev, uint64_t recv_ms,
     const uint8_t *p, size_t len)
 {
-	struct buf_reader r;
-	uint8_t ver, kind;
 	bool own = strcmp(from, a->user) == 0;
+	char peer[IDENT_ADDR_MAX + 1];
+	struct pt m;
+	uint16_t i;
+	int r;
 
-	buf_reader_init(&r, p, len);
-	if (buf_get_u8(&r, &ver) != 0 || buf_get_u8(&r, &kind) != 0)
-		return TERN_ETRUNC;
-	if (ver != PT_VERSION)
-		return TERN_EVERSION;
-	switch (kind) {
-	case PT_TEXT: {
-		uint8_t id[MSG_ID_LEN];
-		uint64_t ts;
-		uint16_t tlen;
-		const uint8_t *t;
-		if (buf_get_bytes(&r, id, MSG_ID_LEN) != 0 ||
-		    buf_get_u64(&r, &ts) != 0 || buf_get_u16(&r, &tlen) != 0 ||
-		    buf_get_span(&r, tlen, &t) != 0)
-			return TERN_ETRUNC;
-		if (ident_utf8_check(t, tlen) != 0)
-			return TERN_EUTF8;
-		if (app_store_msg(a, id, from, from, dev, false, ts, recv_ms,
-		    (const char *)t, tlen, APP_ST_DELIVERED) != 0)
+	if ((r = pt_decode(p, len, &m)) != 0)
+		return r;
+	switch (m.kind) {
+	case PT_TEXT:
+		if (app_store_msg(a, m.id, from, from, dev, false, m.sent_ms,
+		    recv_ms, m.text.p, m.text.len, APP_ST_DELIVERED) != 0)
 			return TERN_EDB;
 		if (!own)
-			app_rcpt_stage(a, from, RCPT_DELIVERED, id);
+			app_rcpt_stage(a, from, RCPT_DELIVERED, m.id);
 		return 0;
-	}
-	case PT_SYNC: {
-		uint8_t id[MSG_ID_LEN], alen;
-		uint64_t ts;
-		uint16_t tlen;
-		const uint8_t *t, *ap;
-		char peer[IDENT_ADDR_MAX + 1];
+	case PT_SYNC:
 		if (!own)
 			return TERN_EAUTH; /* only our devices speak for us */
-		if (buf_get_bytes(&r, id, MSG_ID_LEN) != 0 ||
-		    buf_get_u64(&r, &ts) != 0 || buf_get_u8(&r, &alen) != 0 ||
-		    buf_get_span(&r, alen, &ap) != 0 ||
-		    buf_get_u16(&r, &tlen) != 0 ||
-		    buf_get_span(&r, tlen, &t) != 0)
-			return TERN_ETRUNC;
-		if (ident_addr_check((const char *)ap, alen) != 0 ||
-		    ident_utf8_check(t, tlen) != 0)
-			return TERN_EFIELD;
-		app_copy(peer, sizeof(peer), (const char *)ap, alen);
-		return app_store_msg(a, id, peer, a->user, dev, true, ts,
-		    recv_ms, (const char *)t, tlen, APP_ST_SENT);
-	}
-	case PT_RECEIPT: {
-		uint8_t what;
-		uint16_t n, i;
-		if (buf_get_u8(&r, &what) != 0 || buf_get_u16(&r, &n) != 0)
-			return TERN_ETRUNC;
-		if ((what != RCPT_DELIVERED && what != RCPT_READ) ||
-		    n > RCPT_IDS_MAX)
-			return TERN_EFIELD;
-		for (i = 0; i < n; i++) {
-			uint8_t id[MSG_ID_LEN];
-			int st = what == RCPT_READ ? APP_ST_READ :
+		app_copy(peer, sizeof(peer), m.peer.p, m.peer.len);
+		return app_store_msg(a, m.id, peer, a->user, dev, true,
+		    m.sent_ms, recv_ms, m.text.p, m.text.len, APP_ST_SENT);
+	case PT_RECEIPT:
+		for (i = 0; i < m.nids; i++) {
+			const uint8_t *id = m.ids + (size_t)i * MSG_ID_LEN;
+			int st = m.what == PT_RCPT_READ ? APP_ST_READ :
 			    APP_ST_DELIVERED;
-			if (buf_get_bytes(&r, id, MSG_ID_LEN) != 0)
-				return TERN_ETRUNC;
 			if (own) {
-				/* Another device of ours read these: the
-				 * incoming copies here are read too. The
-				 * peer is not known from the receipt, so
-				 * match by id alone. */
+				/* Another device of ours read these: our
+				 * copies are read too. */
 				sqlite3_bind_blob(a->st_mark_read, 1, id,
 				    MSG_ID_LEN, SQLITE_STATIC);
-				if (what == RCPT_READ &&
+				if (m.what == PT_RCPT_READ &&
 				    app_step_done(a->st_mark_read) != 0)
 					return TERN_EDB;
 				continue;
@@ -1625,15 +1593,10 @@ app_plain(struct app *a, const char *from, uint32_t dev, uint64_t recv_ms,
 				app_ev(a, EV_RECEIPT, id, from, st, NULL);
 		}
 		return 0;
-	}
-	case PT_TYPING: {
-		uint8_t t;
-		if (buf_get_u8(&r, &t) != 0)
-			return TERN_ETRUNC;
+	case PT_TYPING:
 		if (!own)
-			app_ev(a, EV_TYPING, NULL, from, t != 0, NULL);
+			app_ev(a, EV_TYPING, NULL, from, m.typing, NULL);
 		return 0;
-	}
 	default:
 		return TERN_ETYPE;
 	}

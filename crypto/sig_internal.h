@@ -112,6 +112,12 @@ void sig_cache_clear(struct sig *s);
 int sig_cache_send_ok(struct sig *s, const signal_protocol_address *a);
 void sig_cache_send_ok_set(struct sig *s, const signal_protocol_address *a);
 
+/* Whether key may be used for a without a question: 1 when a has no
+ * identity yet or key is its trusted one, 0 when it differs, else
+ * negative. Records nothing. */
+int sig_identity_check(struct sig *s, const signal_protocol_address *a,
+    const uint8_t key[SIG_KEY_LEN]) TERN_WUR;
+
 /* Savepoints around work that writes more than one row. sig_tx_end
  * releases the savepoint, first rolling back to it when rollback is set. */
 int sig_tx_begin(struct sig *s) TERN_WUR;

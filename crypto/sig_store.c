@@ -773,6 +773,19 @@ id_save(const signal_protocol_address *a, uint8_t *key, size_t len,
 	return known ? user_unverify(s, a->name, a->name_len) : 0;
 }
 
+int
+sig_identity_check(struct sig *s, const signal_protocol_address *a,
+    const uint8_t key[SIG_KEY_LEN])
+{
+	uint8_t trusted[SIG_KEY_LEN], pending[SIG_KEY_LEN];
+	int has_pending = 0, r;
+
+	r = id_row(s, a, trusted, &has_pending, pending);
+	if (r < 0)
+		return TERN_EDB;
+	return r == 0 || sodium_memcmp(trusted, key, SIG_KEY_LEN) == 0;
+}
+
 /* Trust on first use; a different key for a known device is recorded as
  * pending and refused until sig_identity_accept. */
 static int
