@@ -48,7 +48,7 @@
 enum cmd {
 	CMD_REGISTER, CMD_SEND, CMD_INBOX, CMD_READ, CMD_STATUS, CMD_VERIFY,
 	CMD_ACCEPT, CMD_PROFILE, CMD_PRIVACY, CMD_CONTACTS, CMD_LASTSEEN,
-	CMD_HISTORY, CMD_RESET_KEYS
+	CMD_HISTORY, CMD_RESET_KEYS, CMD_KEYS, CMD_TYPING
 };
 
 struct job {
@@ -110,6 +110,8 @@ usage(FILE *f)
 "  privacy last-seen everyone|contacts|nobody\n"
 "  contacts add|remove USER@DOMAIN | contacts list\n"
 "  lastseen USER@DOMAIN\n"
+"  typing USER@DOMAIN [on|off]   a typing indicator (not stored anywhere)\n"
+"  keys                          this device's prekeys on the node\n"
 "  reset-keys                    new identity (a device restored without keys)\n"
 "  register ... [--prekeys N]    one-time prekeys kept on the node (1..100)\n"
 "\n"
@@ -135,6 +137,8 @@ exit_for(int err)
 	case TERN_ETIMEOUT:
 	case TERN_ECLOSED:
 	case TERN_EIO:
+	case TERN_ENOTFOUND:
+	case TERN_ENOSERVICE:
 		return EX_UNREACH;
 	case TERN_EQUOTA:
 		return EX_QUOTA;
@@ -605,6 +609,21 @@ resp_profile(void *arg, int status, const struct msg *resp)
 }
 
 static void
+resp_keys(void *arg, int status, const struct msg *resp)
+{
+	struct job *j = arg;
+
+	if (status != 0 || resp->type != MSG_KEYS_COUNT) {
+		fail(j, status != 0 ? status : TERN_ETYPE, "keys");
+		return;
+	}
+	printf("one-time prekeys on the node: %" PRIu32 "\n"
+	    "signed prekey id: %" PRIu32 "\n", resp->u.keys_count.prekeys,
+	    resp->u.keys_count.signed_prekey_id);
+	job_finish(j, EX_OK);
+}
+
+static void
 presence_cb(void *arg, const struct msg_presence *p)
 {
 	struct job *j = arg;
@@ -760,6 +779,18 @@ job_after_start(struct job *j)
 	case CMD_LASTSEEN:
 		r = app_presence(j->app, j->argv[0], presence_cb, j);
 		break;
+	case CMD_KEYS:
+		m.type = MSG_KEYS_STATUS;
+		r = app_request(j->app, &m, resp_keys, j);
+		break;
+	case CMD_TYPING:
+		r = app_send_typing(j->app, j->argv[0], j->argc < 2 ||
+		    strcmp(j->argv[1], "on") == 0);
+		if (r == 0) {
+			drain(j);
+			return;
+		}
+		break;
 	case CMD_RESET_KEYS:
 		r = app_reset_keys(j->app, read_done, j);
 		if (r == 0)
@@ -871,9 +902,11 @@ srv_cb(void *arg, int err, const struct dns_target *t, size_t n,
 	if (j->done)
 		return;
 	if (err != 0 || n == 0) {
-		fprintf(stderr, "tern: finding the node for %s: %s%s%s\n",
+		fprintf(stderr, "tern: finding the node for %s: %s%s%s%s\n",
 		    j->argv[0], tern_strerror(err != 0 ? err :
-		    TERN_ENOTFOUND), detail[0] != '\0' ? ": " : "", detail);
+		    TERN_ENOTFOUND), detail[0] != '\0' ? ": " : "", detail,
+		    err == TERN_ENOTFOUND ? " (or give --server HOST:PORT)" :
+		    "");
 		job_finish(j, EX_UNREACH);
 		return;
 	}
@@ -1135,6 +1168,8 @@ main(int argc, char **argv)
 		{"lastseen", CMD_LASTSEEN, 1, 1},
 		{"history", CMD_HISTORY, 0, 1},
 		{"reset-keys", CMD_RESET_KEYS, 0, 0},
+		{"keys", CMD_KEYS, 0, 0},
+		{"typing", CMD_TYPING, 1, 2},
 	};
 	size_t i;
 	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++)
@@ -1187,8 +1222,15 @@ main(int argc, char **argv)
 	case CMD_READ:
 	case CMD_VERIFY:
 	case CMD_ACCEPT:
-	case CMD_LASTSEEN: {
+	case CMD_LASTSEEN:
+	case CMD_TYPING: {
 		char norm[IDENT_ADDR_MAX + 1];
+		if (j.cmd == CMD_TYPING && nargs == 2 &&
+		    strcmp(j.argv[1], "on") != 0 &&
+		    strcmp(j.argv[1], "off") != 0) {
+			usage(stderr);
+			return EX_USAGE;
+		}
 		if (ident_addr_normalize(j.argv[0], norm, sizeof(norm)) != 0) {
 			fprintf(stderr, "tern: %s: not a user address "
 			    "(local@domain)\n", j.argv[0]);

@@ -47,6 +47,7 @@ static const struct err_text err_texts[] = {
 	[32] = {"TERN_ECANCELED", "canceled"},
 	[33] = {"TERN_EIDENTITY", "identity key changed; accept it first"},
 	[34] = {"TERN_EDUP", "duplicate"},
+	[35] = {"TERN_ENOSERVICE", "the domain offers no such service"},
 };
 
 static const struct err_text *

@@ -53,7 +53,9 @@ enum tern_err {
 	TERN_EIDENTITY = -33, /* a peer's identity key changed; not trusted
 	                         until the user accepts it */
 	TERN_EDUP = -34,      /* already seen (a duplicate message) */
-	TERN_E_LAST = -34
+	TERN_ENOSERVICE = -35, /* the domain says it offers no such service
+	                          (an SRV record with target ".") */
+	TERN_E_LAST = -35
 };
 
 /* tern_strerror returns a static, human-readable text for a code. */

@@ -48,10 +48,9 @@
 
 #include "tern_err.h"
 
-/* The "." target error. TERN_EDENIED ("not allowed") is the nearest code
- * in tern_err.h; callers compare against DNS_ENOSERVICE so that a
- * dedicated code can replace it later without touching them. */
-#define DNS_ENOSERVICE TERN_EDENIED
+/* The "." target error: the domain says it does not offer the service,
+ * so a caller must not fall back to another way of finding it. */
+#define DNS_ENOSERVICE TERN_ENOSERVICE
 
 #define DNS_NAME_MAX 253         /* a domain name in text, no final dot */
 #define DNS_LABEL_MAX 63         /* one label */

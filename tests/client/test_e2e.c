@@ -10,6 +10,7 @@
 /* The harness is header-only; this file uses part of it. */
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "../node/ternd_harness.h"
+#include "msg.h"
 
 #define TERN_BIN TERN_BUILD_DIR "/client/tern"
 #define OUT_MAX (1024 * 1024)
@@ -403,6 +404,12 @@ TT_CASE(e2e__prekeys_exhausted_last_resort)
 	TT_ASSERT(strstr(r.out, "\"one from dave\"") != NULL);
 	TT_EQ(count_of(r.out, "undecryptable"), 0);
 	run_free(&r);
+	/* Logging in found none left and uploaded a full set. */
+	TERN(&r, "bob", NULL, "keys");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "one-time prekeys on the node: 100\n") !=
+	    NULL);
+	run_free(&r);
 	/* And they can all be answered. */
 	send1("bob", "dave@one.test", "hi dave", id);
 	TERN(&r, "dave", NULL, "inbox");
@@ -585,5 +592,140 @@ TT_CASE(e2e__profile_contacts_lastseen)
 	expect_ok(&r);
 	TT_EQ(strlen(r.out), 0);
 	run_free(&r);
+	tc_stop();
+}
+
+/* --- DNS: a dnsmasq on loopback holds the SRV records ------------------ */
+
+#define DNSMASQ "/usr/sbin/dnsmasq"
+
+static pid_t dm_pid = -1;
+
+static void
+dm_stop(void)
+{
+	int st;
+
+	if (dm_pid > 0) {
+		kill(dm_pid, SIGTERM);
+		(void)waitpid(dm_pid, &st, 0);
+		dm_pid = -1;
+	}
+}
+
+/* udp_taken: 1 once something is bound to 127.0.0.1:port (UDP). */
+static int
+udp_taken(uint16_t port)
+{
+	struct sockaddr_in a = {0};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
+
+	TT_ASSERT(fd >= 0);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons(port);
+	r = bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
+	    errno == EADDRINUSE;
+	close(fd);
+	return r;
+}
+
+static void
+dm_start(uint16_t dns_port, uint16_t node_port)
+{
+	char port[32], srv[128];
+	const char *argv[] = {
+		DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv",
+		"--no-hosts", "--listen-address=127.0.0.1", "--bind-interfaces",
+		port, "--pid-file=", "--local=/test/",
+		"--log-facility=/dev/null", srv,
+		"--host-record=node.one.test,127.0.0.1",
+		/* No target: "not offered here". */
+		"--srv-host=_tern._tcp.none.test", NULL
+	};
+	posix_spawn_file_actions_t fa;
+	int i, r;
+
+	TT_ASSERT(access(DNSMASQ, X_OK) == 0);
+	snprintf(port, sizeof(port), "--port=%u", dns_port);
+	snprintf(srv, sizeof(srv), "--srv-host=_tern._tcp.one.test,"
+	    "node.one.test,%u,10,10", node_port);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	r = posix_spawn(&dm_pid, DNSMASQ, &fa, NULL, (char *const *)argv,
+	    environ);
+	posix_spawn_file_actions_destroy(&fa);
+	TT_EQ(r, 0);
+	atexit(dm_stop);
+	for (i = 0; i < 500 && !udp_taken(dns_port); i++)
+		ternd_nap(10);
+	TT_ASSERT(udp_taken(dns_port));
+}
+
+/* Without --server, register finds the node by SRV _tern._tcp.DOMAIN;
+ * the two ways DNS can say no have their own messages. */
+TT_CASE(e2e__register_finds_node_by_srv)
+{
+	char dns[64], id[33];
+	uint16_t dport;
+	struct run r;
+
+	tc_start();
+	dport = ternd_free_port();
+	dm_start(dport, T.node.port);
+	snprintf(dns, sizeof(dns), "127.0.0.1:%u", dport);
+	TERN(&r, "alice", NULL, "register", "alice@one.test", "--dns", dns);
+	expect_ok(&r);
+	run_free(&r);
+	reg("bob", "bob@one.test");
+	send1("alice", "bob@one.test", "found you through DNS", id);
+	TERN(&r, "bob", NULL, "inbox");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "found you through DNS") != NULL);
+	run_free(&r);
+	TERN(&r, "carol", NULL, "register", "carol@none.test", "--dns", dns);
+	TT_EQ(r.status, 6);
+	TT_ASSERT(strstr(r.err, "offers no such service") != NULL);
+	run_free(&r);
+	TERN(&r, "dave", NULL, "register", "dave@nx.test", "--dns", dns);
+	TT_EQ(r.status, 6);
+	TT_ASSERT(strstr(r.err, "--server") != NULL);
+	run_free(&r);
+	dm_stop();
+	tc_stop();
+}
+
+/* Receipts travel encrypted: the node's files never hold the message id
+ * they name (it exists only inside ciphertexts). */
+TT_CASE(e2e__receipts_are_encrypted)
+{
+	uint8_t raw[MSG_ID_LEN];
+	char path[TERND_PATH], id[33];
+	struct run r;
+	size_t n = 0, k;
+	char *s;
+	const char *files[] = {"ternd.db", "ternd.db-wal"};
+
+	tc_start();
+	reg("alice", "alice@one.test");
+	reg("bob", "bob@one.test");
+	send1("alice", "bob@one.test", "receipt me", id);
+	TERN(&r, "bob", NULL, "inbox");
+	expect_ok(&r);
+	run_free(&r);
+	TERN(&r, "bob", NULL, "read", "alice@one.test");
+	expect_ok(&r);
+	run_free(&r);
+	/* Two receipts (delivered, read) now wait on the node for alice. */
+	TT_EQ(tt_unhex(id, 32, raw, sizeof(raw)), MSG_ID_LEN);
+	for (k = 0; k < 2; k++) {
+		snprintf(path, sizeof(path), "%s/%s", T.node.dir, files[k]);
+		if ((s = tt_read_file(path, &n)) == NULL)
+			continue;
+		TT_ASSERT(memmem(s, n, raw, sizeof(raw)) == NULL);
+		free(s);
+	}
+	expect_state("alice", id, "read");
 	tc_stop();
 }
