@@ -17,6 +17,9 @@
  *   logins    handshake + LOGIN per second over fresh connections
  *   offline   envelopes to offline devices: SENT (durable) per second,
  *             then the recipients log in and drain: delivered per second
+ *   e2e       the client's Signal encryption (no node involved):
+ *             encrypt+decrypt pairs per second on one core and session
+ *             set-up time (bench_e2e.c)
  *
  * Node CPU time per delivered message comes from /proc/PID/stat. The
  * node runs in its own process; this tool uses one loop on one thread.
@@ -38,6 +41,8 @@
 #include <unistd.h>
 
 #include <sodium.h>
+
+#include "bench_e2e.h"
 #include <uv.h>
 
 #include "config.h"
@@ -798,7 +803,7 @@ main(int argc, char **argv)
 		default:
 			fprintf(stderr, "usage: tern-bench [--ternd PATH] "
 			    "[--json FILE] [--quick] [--window N] "
-			    "[deliver|latency|idle|logins|offline]...\n");
+			    "[deliver|latency|idle|logins|offline|e2e]...\n");
 			return 2;
 		}
 	}
@@ -838,6 +843,8 @@ main(int argc, char **argv)
 			sc_offline();
 		if (all || strcmp(s, "idle") == 0)
 			sc_idle();
+		if (all || strcmp(s, "e2e") == 0)
+			bench_e2e(B.quick, report);
 	}
 	if (B.json) {
 		fprintf(B.json, "\n}\n");
