@@ -40,6 +40,10 @@
 #define RCPT_IDS_MAX PT_RCPT_IDS_MAX
 
 #define DEVCACHE_MS (5 * 60 * 1000) /* device lists are refetched after */
+/* A device that stays connected for days still rotates its signed
+ * prekey and tops up its prekeys: the check a login makes, every few
+ * hours. */
+#define APP_KEYS_CHECK_MS (6u * 3600 * 1000)
 #define ENV_MAX (2 * MSG_DEVICES_MAX) /* envelopes of one operation */
 #define CT_MAX (MSG_PAYLOAD_MAX)
 
@@ -146,6 +150,7 @@ struct app {
 	size_t nacks, capacks;
 	uv_timer_t flush;
 	bool flush_armed;
+	uv_timer_t keys_timer;      /* a long-lived session checks its keys */
 	struct rcpt *rcpts;
 	struct ev *evs, **evs_tail;
 
@@ -174,6 +179,7 @@ static void app_pump(struct app *a);
 #define HAS_SESSION(a, u, d) (sig_has_session((a)->sig, (u), (d)) == 1)
 static void app_op_finish(struct op *op, int status);
 static void app_keys_check(struct app *a);
+static void app_keys_timer_cb(uv_timer_t *t);
 
 /* --- small helpers ----------------------------------------------------- */
 
@@ -240,7 +246,15 @@ static const char app_schema[] =
     "CREATE TABLE IF NOT EXISTS app_held(id BLOB PRIMARY KEY,"
     " sender TEXT NOT NULL, dev INTEGER NOT NULL, cls INTEGER NOT NULL,"
     " sent_ms INTEGER NOT NULL, recv_ms INTEGER NOT NULL,"
-    " payload BLOB NOT NULL);";
+    " payload BLOB NOT NULL);"
+    /* Full-text index of the history (external content: the text is
+     * stored once, in app_msg). History rows are never updated in
+     * their text nor deleted yet; the trigger keeps inserts indexed. */
+    "CREATE VIRTUAL TABLE IF NOT EXISTS app_fts USING fts5(text,"
+    " content='app_msg', content_rowid='rowid');"
+    "CREATE TRIGGER IF NOT EXISTS app_fts_ins AFTER INSERT ON app_msg"
+    " BEGIN INSERT INTO app_fts(rowid, text) VALUES (new.rowid, new.text);"
+    " END;";
 
 static int
 app_prep(struct app *a, sqlite3_stmt **st, const char *sql)
@@ -296,6 +310,26 @@ app_prepare_all(struct app *a)
 		if (app_prep(a, t[i].st, t[i].sql) != 0)
 			return TERN_EDB;
 	return 0;
+}
+
+/* app_finalize_all: our prepared statements (not sqlite3_next_stmt:
+ * that would also take those FTS5 owns). */
+static void
+app_finalize_all(struct app *a)
+{
+	sqlite3_stmt **all[] = {
+		&a->st_kv_get, &a->st_kv_set, &a->st_seen_get, &a->st_seen_put,
+		&a->st_msg_put, &a->st_msg_get, &a->st_msg_state,
+		&a->st_msg_upd, &a->st_held_put, &a->st_held_list,
+		&a->st_held_del, &a->st_unread, &a->st_mark_read, &a->st_hist,
+		&a->st_hist_all, &a->st_read_in,
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		sqlite3_finalize(*all[i]);
+		*all[i] = NULL;
+	}
 }
 
 static int
@@ -457,6 +491,16 @@ app_open(uv_loop_t *loop, const char *dir, const struct app_cbs *cbs,
 	/* The profile holds private keys: owner only. */
 	(void)chmod(path, 0600);
 	sqlite3_busy_timeout(a->db, 10000);
+	{
+		/* A profile from before the full-text index gets it built
+		 * from its history once. */
+		int had = app_exec(a, "SELECT 1 FROM app_fts LIMIT 0") == 0;
+		if ((r = app_exec(a, app_schema)) != 0)
+			goto fail;
+		if (!had && (r = app_exec(a, "INSERT INTO app_fts(app_fts) "
+		    "VALUES('rebuild')")) != 0)
+			goto fail;
+	}
 	if ((r = app_exec(a, app_schema)) != 0 ||
 	    (r = app_prepare_all(a)) != 0 ||
 	    (r = sig_open(a->db, &a->sig)) != 0 ||
@@ -466,16 +510,22 @@ app_open(uv_loop_t *loop, const char *dir, const struct app_cbs *cbs,
 		r = TERN_EIO;
 		goto fail;
 	}
+	if (uv_timer_init(loop, &a->keys_timer) != 0) {
+		uv_close((uv_handle_t *)&a->flush, NULL);
+		r = TERN_EIO;
+		goto fail;
+	}
 	a->flush.data = a;
-	a->handles = 1;
+	a->keys_timer.data = a;
+	/* Not what keeps a loop alive. */
+	uv_unref((uv_handle_t *)&a->keys_timer);
+	a->handles = 2;
 	*out = a;
 	return 0;
 fail:
 	sig_close(a->sig);
 	if (a->db != NULL) {
-		sqlite3_stmt *st;
-		while ((st = sqlite3_next_stmt(a->db, NULL)) != NULL)
-			sqlite3_finalize(st);
+		app_finalize_all(a);
 		sqlite3_close(a->db);
 	}
 	free(a);
@@ -512,7 +562,6 @@ app_free(struct app *a)
 	struct devcache *d;
 	struct rcpt *rc;
 	struct ev *e;
-	sqlite3_stmt *st;
 
 	while ((d = a->devs) != NULL) {
 		a->devs = d->next;
@@ -528,9 +577,10 @@ app_free(struct app *a)
 	}
 	free(a->acks);
 	sig_close(a->sig);
-	while ((st = sqlite3_next_stmt(a->db, NULL)) != NULL)
-		sqlite3_finalize(st);
-	sqlite3_close(a->db);
+	app_finalize_all(a);
+	if (sqlite3_close(a->db) != SQLITE_OK)
+		(void)sqlite3_close_v2(a->db); /* a statement left open: the
+		                                  handle goes with it */
 	sodium_memzero(a->noise_priv, sizeof(a->noise_priv));
 	if (a->close_cb != NULL)
 		a->close_cb(a->close_arg);
@@ -610,6 +660,7 @@ app_close(struct app *a, void (*cb)(void *), void *arg)
 		app_client_close(a);
 	}
 	uv_close((uv_handle_t *)&a->flush, app_handle_gone);
+	uv_close((uv_handle_t *)&a->keys_timer, app_handle_gone);
 }
 
 /* --- events ------------------------------------------------------------ */
@@ -756,6 +807,32 @@ app_op_finish(struct op *op, int status)
 }
 
 /* Fails the head operation and moves on. */
+/* app_transient: an error after which a PENDING message is tried again
+ * at the next login rather than marked failed. */
+static bool
+app_transient(int err)
+{
+	return err == TERN_ECLOSED || err == TERN_EUNREACH ||
+	    err == TERN_ETIMEOUT || err == TERN_EBUSY || err == TERN_EDB ||
+	    err == TERN_ENOMEM || err == TERN_EDISK;
+}
+
+static void
+app_mark_failed(struct app *a, const uint8_t id[MSG_ID_LEN])
+{
+	sqlite3_stmt *st = NULL;
+
+	if (app_begin(a) != 0)
+		return;
+	if (app_prep(a, &st, "UPDATE app_msg SET state=4 WHERE id=?1 AND "
+	    "state=0") == 0) {
+		sqlite3_bind_blob(st, 1, id, MSG_ID_LEN, SQLITE_STATIC);
+		(void)app_step_done(st);
+	}
+	sqlite3_finalize(st);
+	(void)app_commit(a);
+}
+
 static void
 app_head_fail(struct app *a, int err)
 {
@@ -764,6 +841,8 @@ app_head_fail(struct app *a, int err)
 	a->ops = op->next;
 	if (a->ops == NULL)
 		a->ops_tail = &a->ops;
+	if (op->kind == OP_TEXT && !app_transient(err))
+		app_mark_failed(a, op->msg_id);
 	app_op_finish(op, err);
 	app_pump(a);
 }
@@ -1255,26 +1334,47 @@ app_norm(const char *in, char out[IDENT_ADDR_MAX + 1])
 	    TERN_EFIELD;
 }
 
-int
-app_send_text(struct app *a, const char *user, const char *text,
-    app_send_cb cb, void *arg)
+static int app_store_msg(struct app *a, const uint8_t id[MSG_ID_LEN],
+    const char *peer, const char *from, uint32_t dev, bool outgoing,
+    uint64_t sent_ms, uint64_t recv_ms, const char *text, size_t tlen,
+    int state);
+
+/*
+ * app_text_op: queues the sending of message (id, ts) to user. With
+ * store, first commits it to the history as PENDING, so that a crash or
+ * a lost link cannot lose it (it goes out again at the next login).
+ */
+static int
+app_text_op(struct app *a, const char *to, const char *text,
+    const uint8_t *id, uint64_t ts, bool store, app_send_cb cb, void *arg)
 {
-	char to[IDENT_ADDR_MAX + 1];
 	size_t tlen = strlen(text);
 	struct op *op;
+	int r;
 
-	if (a->closing || !app_registered(a))
-		return TERN_ESTATE;
-	if (app_norm(user, to) != 0)
-		return TERN_EFIELD;
-	if (tlen > APP_TEXT_MAX)
-		return TERN_ETOOBIG;
-	if (ident_utf8_check((const uint8_t *)text, tlen) != 0)
-		return TERN_EUTF8;
-	if (sig_identity_pending(a->sig, to) == 1)
-		return TERN_EIDENTITY;
 	if ((op = app_op_new(a, OP_TEXT, to)) == NULL)
 		return TERN_ENOMEM;
+	if (id != NULL) {
+		memcpy(op->msg_id, id, MSG_ID_LEN);
+		op->ts = ts;
+	}
+	if (store) {
+		if ((r = app_begin(a)) != 0) {
+			app_op_free(op);
+			return r;
+		}
+		r = app_store_msg(a, op->msg_id, to, a->user, a->device_id,
+		    true, op->ts, op->ts, text, tlen, APP_ST_PENDING);
+		if (r != 0) {
+			app_rollback(a);
+			app_op_free(op);
+			return r;
+		}
+		if ((r = app_commit(a)) != 0) {
+			app_op_free(op);
+			return r;
+		}
+	}
 	op->fetch = true;
 	{
 		struct pt m;
@@ -1316,6 +1416,71 @@ app_send_text(struct app *a, const char *user, const char *text,
 	op->arg = arg;
 	app_op_queue(a, op);
 	return 0;
+}
+
+int
+app_send_text(struct app *a, const char *user, const char *text,
+    app_send_cb cb, void *arg)
+{
+	char to[IDENT_ADDR_MAX + 1];
+	size_t tlen = strlen(text);
+
+	if (a->closing || !app_registered(a))
+		return TERN_ESTATE;
+	if (app_norm(user, to) != 0)
+		return TERN_EFIELD;
+	if (tlen > APP_TEXT_MAX)
+		return TERN_ETOOBIG;
+	if (ident_utf8_check((const uint8_t *)text, tlen) != 0)
+		return TERN_EUTF8;
+	if (sig_identity_pending(a->sig, to) == 1)
+		return TERN_EIDENTITY;
+	return app_text_op(a, to, text, NULL, 0, true, cb, arg);
+}
+
+/* app_op_known: 1 if message id is being sent already. */
+static int
+app_op_known(struct app *a, const uint8_t id[MSG_ID_LEN])
+{
+	struct op *op;
+
+	for (op = a->ops; op != NULL; op = op->next)
+		if (op->kind == OP_TEXT &&
+		    memcmp(op->msg_id, id, MSG_ID_LEN) == 0)
+			return 1;
+	for (op = a->waiting; op != NULL; op = op->next)
+		if (op->kind == OP_TEXT &&
+		    memcmp(op->msg_id, id, MSG_ID_LEN) == 0)
+			return 1;
+	return 0;
+}
+
+/* app_resend_pending: after a login, what is still PENDING (typed while
+ * offline, or cut off by a lost link or a crash) goes out again. */
+static void
+app_resend_pending(struct app *a)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (app_prep(a, &st, "SELECT id,peer,text,sent_ms FROM app_msg "
+	    "WHERE outgoing=1 AND state=0 AND sender=?1 AND sender_dev=?2 "
+	    "ORDER BY seq LIMIT 1000") != 0)
+		return;
+	sqlite3_bind_text(st, 1, a->user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, a->device_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *id = sqlite3_column_blob(st, 0);
+		const char *peer = (const char *)sqlite3_column_text(st, 1);
+		const char *text = (const char *)sqlite3_column_text(st, 2);
+		if (id == NULL || sqlite3_column_bytes(st, 0) != MSG_ID_LEN ||
+		    peer == NULL || text == NULL || app_op_known(a, id))
+			continue;
+		if (app_text_op(a, peer, text, id, (uint64_t)
+		    sqlite3_column_int64(st, 3), false, NULL, NULL) != 0)
+			break;
+	}
+	sqlite3_finalize(st);
 }
 
 /* app_small_op: a receipt or typing indicator to every device of user we
@@ -1791,6 +1956,10 @@ app_start_done(struct app *a, int status)
 	a->start_cb = NULL;
 	if (status == 0) {
 		a->ready = true;
+		if (!uv_is_active((uv_handle_t *)&a->keys_timer))
+			(void)uv_timer_start(&a->keys_timer, app_keys_timer_cb,
+			    APP_KEYS_CHECK_MS, APP_KEYS_CHECK_MS);
+		app_resend_pending(a);
 		app_pump(a);
 	}
 	if (cb != NULL)
@@ -1904,6 +2073,16 @@ app_keys_check(struct app *a)
 		app_start_done(a, r);
 }
 
+
+static void
+app_keys_timer_cb(uv_timer_t *t)
+{
+	struct app *a = t->data;
+
+	if (a->ready && a->start_cb == NULL && !a->closing)
+		app_keys_check(a);
+}
+
 static void
 app_keys_count_push(struct client *c, const struct msg_keys_count *k)
 {
@@ -1937,16 +2116,15 @@ app_state(struct client *c, enum client_state st, int err, uint32_t delay)
 			}
 		}
 		if (a->cbs != NULL && a->cbs->link != NULL)
-			a->cbs->link(a, 1, 0);
+			a->cbs->link(a, 1, 0, 0);
 		if (!a->registering)
 			app_keys_check(a);
 		return;
 	}
-	if (a->ready) {
-		a->ready = false;
-		if (a->cbs != NULL && a->cbs->link != NULL)
-			a->cbs->link(a, 0, err);
-	}
+	a->ready = false;
+	if ((st == CLIENT_WAITING || st == CLIENT_CLOSED) && a->cbs != NULL &&
+	    a->cbs->link != NULL)
+		a->cbs->link(a, 0, err, st == CLIENT_WAITING ? delay : 0);
 	if ((st == CLIENT_WAITING || st == CLIENT_CLOSED) &&
 	    a->start_cb != NULL && (!a->reconnect || st == CLIENT_CLOSED)) {
 		app_start_done(a, err != 0 ? err : TERN_EUNREACH);
@@ -2486,4 +2664,88 @@ app_msg_find(struct app *a, const char *hex, uint8_t id[MSG_ID_LEN])
 	if (rc != SQLITE_DONE)
 		return TERN_EDB;
 	return found == 0 ? TERN_ENOTFOUND : found > 1 ? TERN_EEXIST : 0;
+}
+
+int
+app_conversations(struct app *a,
+    void (*fn)(void *arg, const struct app_conv *c), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	struct app_conv c;
+	int rc;
+
+	if (app_prep(a, &st, "SELECT m.peer, m.sent_ms, m.text, m.outgoing,"
+	    " (SELECT COUNT(*) FROM app_msg u WHERE u.peer=m.peer AND"
+	    " u.outgoing=0 AND u.state=2) FROM app_msg m WHERE m.seq ="
+	    " (SELECT MAX(seq) FROM app_msg x WHERE x.peer=m.peer)"
+	    " ORDER BY m.seq DESC") != 0)
+		return TERN_EDB;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		c.peer = (const char *)sqlite3_column_text(st, 0);
+		c.last_ms = (uint64_t)sqlite3_column_int64(st, 1);
+		c.last_text = (const char *)sqlite3_column_text(st, 2);
+		c.last_outgoing = sqlite3_column_int(st, 3) != 0;
+		c.unread = (uint32_t)sqlite3_column_int64(st, 4);
+		if (c.peer != NULL && c.last_text != NULL)
+			fn(arg, &c);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : TERN_EDB;
+}
+
+int
+app_search(struct app *a, const char *query, size_t limit,
+    void (*fn)(void *arg, const struct app_msg *m), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	struct app_msg m;
+	int rc;
+
+	if (app_prep(a, &st, "SELECT m.id,m.peer,m.sender,m.sender_dev,"
+	    "m.outgoing,m.sent_ms,m.recv_ms,m.text,m.state FROM app_fts f"
+	    " JOIN app_msg m ON m.rowid=f.rowid WHERE app_fts MATCH ?1"
+	    " ORDER BY m.seq DESC LIMIT ?2") != 0)
+		return TERN_EDB;
+	sqlite3_bind_text(st, 1, query, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (app_row_msg(st, &m) == 0)
+			fn(arg, &m);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	return rc == SQLITE_ERROR ? TERN_EINVAL : TERN_EDB;
+}
+
+int
+app_setting_get(struct app *a, const char *key, char *out, size_t cap)
+{
+	char k[80];
+	size_t n;
+	int r;
+
+	if (cap == 0 || snprintf(k, sizeof(k), "set.%s", key) >= (int)sizeof(k))
+		return TERN_EINVAL;
+	if ((r = app_kv_get(a, k, out, cap - 1, &n)) != 0)
+		return r;
+	out[n] = '\0';
+	return 0;
+}
+
+int
+app_setting_set(struct app *a, const char *key, const char *value)
+{
+	char k[80];
+	int r;
+
+	if (snprintf(k, sizeof(k), "set.%s", key) >= (int)sizeof(k) ||
+	    strlen(value) > 1024)
+		return TERN_EINVAL;
+	if ((r = app_begin(a)) != 0)
+		return r;
+	if ((r = app_kv_set(a, k, value, strlen(value))) != 0) {
+		app_rollback(a);
+		return r;
+	}
+	return app_commit(a);
 }

@@ -75,8 +75,20 @@ struct app_cbs {
 	 * message could not be decrypted), ...; text is one line. */
 	void (*warn)(struct app *a, int code, const char *peer,
 	    const char *text);
-	/* The connection went down/up (ONLINE 1, else 0); err why. */
-	void (*link)(struct app *a, int up, int err);
+	/* The connection went down/up (ONLINE 1, else 0); err why;
+	 * retry_ms: when down, the wait before the next attempt (0 when
+	 * not known or not retrying). */
+	void (*link)(struct app *a, int up, int err, uint32_t retry_ms);
+};
+
+/* One conversation, for a list of them. Texts borrowed in callbacks. */
+struct app_conv {
+	const char *peer;           /* the other user */
+	uint64_t last_ms;           /* time of the newest message */
+	const char *last_text;      /* the newest message's text ("" if it
+	                               could not be decrypted) */
+	bool last_outgoing;         /* the newest message is ours */
+	uint32_t unread;            /* incoming messages not marked read */
 };
 
 typedef void (*app_done_cb)(void *arg, int status);
@@ -190,6 +202,33 @@ int app_unshown(struct app *a,
 /* app_msg_find: the id of our message whose hex prefix is hex (at least
  * 8 digits); TERN_ENOTFOUND, TERN_EEXIST if ambiguous. */
 int app_msg_find(struct app *a, const char *hex, uint8_t id[MSG_ID_LEN])
+    TERN_WUR;
+
+/* app_conversations: every conversation, most recent first. */
+int app_conversations(struct app *a,
+    void (*fn)(void *arg, const struct app_conv *c), void *arg) TERN_WUR;
+
+/*
+ * app_search: messages whose text matches query (SQLite FTS5 syntax on
+ * words: "lunch", "lunch tomorrow", "lun*"), newest first, at most limit.
+ * TERN_EINVAL for a query FTS5 refuses.
+ */
+int app_search(struct app *a, const char *query, size_t limit,
+    void (*fn)(void *arg, const struct app_msg *m), void *arg) TERN_WUR;
+
+/*
+ * Messages typed while offline: app_send_text commits the message as
+ * PENDING before anything else, so it survives a crash; every login
+ * sends again those still PENDING (same message id: the receiver drops a
+ * second copy). app_send_text works in any state after app_start.
+ */
+
+/* Settings of the profile (UI preferences): short text values by key
+ * ("notify", ...). app_setting_get copies the value NUL-terminated into
+ * out (cap bytes); TERN_ENOTFOUND when unset. */
+int app_setting_get(struct app *a, const char *key, char *out, size_t cap)
+    TERN_WUR;
+int app_setting_set(struct app *a, const char *key, const char *value)
     TERN_WUR;
 
 /* app_history: calls fn for the last limit messages with peer (oldest

@@ -48,7 +48,7 @@
 enum cmd {
 	CMD_REGISTER, CMD_SEND, CMD_INBOX, CMD_READ, CMD_STATUS, CMD_VERIFY,
 	CMD_ACCEPT, CMD_PROFILE, CMD_PRIVACY, CMD_CONTACTS, CMD_LASTSEEN,
-	CMD_HISTORY, CMD_RESET_KEYS, CMD_KEYS, CMD_TYPING
+	CMD_HISTORY, CMD_RESET_KEYS, CMD_KEYS, CMD_TYPING, CMD_SEARCH
 };
 
 struct job {
@@ -104,6 +104,7 @@ usage(FILE *f)
 "  read USER@DOMAIN              mark the conversation read (READ receipts)\n"
 "  status ID                     sent / delivered / read of a message we sent\n"
 "  history [USER@DOMAIN] [--json] the local history\n"
+"  search TEXT [--json]          full-text search of the local history\n"
 "  verify USER@DOMAIN [--mark]   the safety number; --mark: compared, verified\n"
 "  accept USER@DOMAIN            accept a changed identity key\n"
 "  profile set name|status VALUE\n"
@@ -378,13 +379,13 @@ on_warn(struct app *a, int code, const char *peer, const char *text)
 }
 
 static void
-on_link(struct app *a, int up, int err)
+on_link(struct app *a, int up, int err, uint32_t retry_ms)
 {
 	struct job *j = app_data(a);
 
-	if (j->follow && !up)
-		fprintf(stderr, "tern: connection lost (%s); reconnecting\n",
-		    tern_strerror(err));
+	if (j->follow && !up && retry_ms > 0)
+		fprintf(stderr, "tern: connection lost (%s); reconnecting in "
+		    "%u ms\n", tern_strerror(err), retry_ms);
 }
 
 static const struct app_cbs job_cbs = {
@@ -1170,6 +1171,7 @@ main(int argc, char **argv)
 		{"reset-keys", CMD_RESET_KEYS, 0, 0},
 		{"keys", CMD_KEYS, 0, 0},
 		{"typing", CMD_TYPING, 1, 2},
+		{"search", CMD_SEARCH, 1, 1},
 	};
 	size_t i;
 	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++)
@@ -1302,6 +1304,13 @@ main(int argc, char **argv)
 		} else {
 			find_node(&j);
 		}
+	} else if (j.cmd == CMD_SEARCH) {
+		r = app_search(j.app, j.argv[0], 100, print_msg, &j);
+		if (r != 0)
+			fail(&j, r, r == TERN_EINVAL ? "search: not a valid query" :
+			    "search");
+		else
+			job_finish(&j, EX_OK);
 	} else if (j.cmd == CMD_HISTORY) {
 		r = app_history(j.app, nargs == 1 ? j.argv[0] : NULL, 1000,
 		    print_msg, &j);

@@ -206,7 +206,7 @@ main(int argc, char **argv)
 	seed("", &m);
 	{
 		static uint8_t kbuf[2 * MSG_BUNDLE_REC_LEN];
-		uint8_t rec[MSG_BUNDLE_REC_LEN];
+		uint8_t brec[MSG_BUNDLE_REC_LEN];
 		struct buf_writer kw;
 
 		BEGIN(MSG_KEYS_PUT, 19);
@@ -217,9 +217,9 @@ main(int argc, char **argv)
 		memset(m.u.keys_put.signature, 0x33, MSG_SIG_LEN);
 		memset(m.u.keys_put.last_resort, 0x44, MSG_KEY_LEN);
 		buf_writer_init(&kw, kbuf, sizeof(kbuf));
-		memset(rec, 0x55, sizeof(rec));
-		buf_store_be32(rec, 1);
-		if (msg_record_add(&m.u.keys_put.prekeys, &kw, rec,
+		memset(brec, 0x55, sizeof(brec));
+		buf_store_be32(brec, 1);
+		if (msg_record_add(&m.u.keys_put.prekeys, &kw, brec,
 		    MSG_PREKEY_REC_LEN) != 0)
 			return 1;
 		seed("", &m);
@@ -235,9 +235,9 @@ main(int argc, char **argv)
 		BEGIN(MSG_BUNDLE, 21);
 		m.u.bundle.user = S("bob@b.test");
 		buf_writer_init(&kw, kbuf, sizeof(kbuf));
-		memset(rec, 0x66, sizeof(rec));
-		buf_store_be32(rec, 1);
-		if (msg_record_add(&m.u.bundle.devices, &kw, rec,
+		memset(brec, 0x66, sizeof(brec));
+		buf_store_be32(brec, 1);
+		if (msg_record_add(&m.u.bundle.devices, &kw, brec,
 		    MSG_BUNDLE_REC_LEN) != 0)
 			return 1;
 		seed("", &m);
