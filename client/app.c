@@ -1133,7 +1133,11 @@ app_sent_done(struct app *a, struct op *op)
 		int st = op->peer_ok > 0 ? APP_ST_SENT : APP_ST_FAILED;
 		status = op->peer_ok > 0 ? 0 :
 		    op->first_err != 0 ? op->first_err : TERN_ENOUSER;
-		if (app_begin(a) == 0) {
+		/* Cut off (the client closed with it in flight): it stays
+		 * pending and goes out again at the next login. */
+		if (op->peer_ok == 0 && app_transient(status))
+			st = APP_ST_PENDING;
+		if (st != APP_ST_PENDING && app_begin(a) == 0) {
 			sqlite3_stmt *s;
 			if (app_prep(a, &s, "UPDATE app_msg SET state=?2 "
 			    "WHERE id=?1 AND state<?2") == 0) {

@@ -230,6 +230,19 @@ TT_CASE(e2e__send_receive_receipts)
 	expect_ok(&r);
 	TT_ASSERT(strstr(r.out, "bob@one.test: hi alice") != NULL);
 	run_free(&r);
+	/* The local history is searchable, on both sides. */
+	TERN(&r, "bob", NULL, "search", "secret", "--json");
+	expect_ok(&r);
+	TT_EQ(count_of(r.out, "\n"), 1);
+	TT_ASSERT(strstr(r.out, "hello bob, first secret") != NULL);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "search", "secr*");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "first secret") != NULL);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "search", "\"unbalanced");
+	TT_EQ(r.status, 1);
+	run_free(&r);
 	tc_stop();
 }
 
