@@ -76,7 +76,7 @@ struct op {
 	size_t nown;
 	size_t bi;                 /* next peer device to check for a bundle */
 	bool peer_done;            /* the peer's bundles are fetched */
-	bool bi_own;               /* our own devices' bundles fetched */
+	size_t own_bi;             /* next own device to check for a bundle */
 	struct env envs[ENV_MAX];
 	size_t nenv, nanswered;
 	int peer_ok;               /* envelopes the node took for the peer */
@@ -437,9 +437,12 @@ app_load_account(struct app *a)
 	if (r != 0)
 		return r;
 	a->user[n] = '\0';
-	if ((r = app_kv_get(a, "device_id", v, 4, &n)) != 0 || n != 4)
+	/* No device id yet: a device being linked (app_link_key). */
+	r = app_kv_get(a, "device_id", v, 4, &n);
+	if (r == 0 && n == 4)
+		a->device_id = buf_load_be32(v);
+	else if (r != TERN_ENOTFOUND)
 		return r != 0 ? r : TERN_EDB;
-	a->device_id = buf_load_be32(v);
 	if ((r = app_kv_get(a, "host", a->host, sizeof(a->host) - 1,
 	    &n)) != 0)
 		return r;
@@ -1280,17 +1283,21 @@ again:
 			 * the node: they are skipped. */
 			op->peer_done = true;
 		}
-		if (op->sync != NULL && strcmp(op->to, a->user) != 0 &&
-		    !op->bi_own) {
-			(void)app_need_bundle(a, a->user, op->own_devs,
-			    op->nown, a->device_id, &first, &missing);
-			if (missing > 0) {
-				op->bi_own = true;
+		if (op->sync != NULL && strcmp(op->to, a->user) != 0) {
+			size_t i;
+			/* Our other devices one at a time: a fetch for all
+			 * of them would take a prekey of this one too. */
+			for (i = op->own_bi; i < op->nown; i++)
+				if (op->own_devs[i] != a->device_id &&
+				    !HAS_SESSION(a, a->user, op->own_devs[i]))
+					break;
+			if (i < op->nown) {
+				op->own_bi = i + 1;
 				memset(&m, 0, sizeof(m));
 				m.type = MSG_BUNDLE_GET;
 				m.u.bundle_get.user.p = a->user;
 				m.u.bundle_get.user.len = strlen(a->user);
-				m.u.bundle_get.device_id = 0;
+				m.u.bundle_get.device_id = op->own_devs[i];
 				if ((r = app_request_raw(a, &m,
 				    app_resp_bundle)) != 0)
 					app_head_fail(a, r);
@@ -2752,4 +2759,104 @@ app_setting_set(struct app *a, const char *key, const char *value)
 		return r;
 	}
 	return app_commit(a);
+}
+
+/* --- more devices ------------------------------------------------------ */
+
+int
+app_link_key(struct app *a, const char *user, const char *host,
+    uint16_t port, uint8_t pub[32])
+{
+	uint8_t p[2];
+	int r;
+
+	if (app_registered(a))
+		return TERN_EEXIST;
+	if (a->c != NULL || a->closing)
+		return TERN_ESTATE;
+	if (strlen(host) >= sizeof(a->host))
+		return TERN_EINVAL;
+	if (a->have_noise && a->user[0] != '\0' &&
+	    strcmp(a->user, user) == 0) {
+		/* Asked again: the same key, so the one already shown to
+		 * the other device stays valid. */
+		return noise_public_key(a->noise_priv, pub);
+	}
+	if (app_norm(user, a->user) != 0)
+		return TERN_EFIELD;
+	app_copy(a->host, sizeof(a->host), host, strlen(host));
+	a->port = port;
+	noise_keypair_generate(a->noise_priv, pub);
+	a->have_noise = true;
+	a->have_node_key = false;
+	buf_store_be16(p, port);
+	if ((r = app_begin(a)) != 0)
+		return r;
+	if ((r = sig_identity_reset(a->sig)) != 0 ||
+	    (r = app_kv_set(a, "user", a->user, strlen(a->user))) != 0 ||
+	    (r = app_kv_set(a, "host", a->host, strlen(a->host))) != 0 ||
+	    (r = app_kv_set(a, "port", p, 2)) != 0 ||
+	    (r = app_kv_set(a, "noise_key", a->noise_priv, NOISE_DHLEN))
+	    != 0) {
+		app_rollback(a);
+		return r;
+	}
+	return app_commit(a);
+}
+
+int
+app_link_device(struct app *a, uint32_t device_id)
+{
+	uint8_t v[4];
+	int r;
+
+	if (app_registered(a))
+		return TERN_EEXIST;
+	if (!a->have_noise || a->user[0] == '\0' || device_id == 0)
+		return TERN_ESTATE;
+	buf_store_be32(v, device_id);
+	if ((r = app_begin(a)) != 0)
+		return r;
+	if ((r = app_kv_set(a, "device_id", v, 4)) != 0) {
+		app_rollback(a);
+		return r;
+	}
+	if ((r = app_commit(a)) != 0)
+		return r;
+	a->device_id = device_id;
+	return 0;
+}
+
+struct addop {
+	app_id_cb cb;
+	void *arg;
+};
+
+static void
+app_device_added(void *arg, int status, uint32_t id)
+{
+	struct addop *o = arg;
+
+	o->cb(o->arg, status, id);
+	free(o);
+}
+
+int
+app_device_add(struct app *a, const uint8_t key[32], const char *name,
+    app_id_cb cb, void *arg)
+{
+	struct addop *o;
+	int r;
+
+	if (a->c == NULL || client_state(a->c) != CLIENT_ONLINE)
+		return TERN_ECLOSED;
+	if ((o = malloc(sizeof(*o))) == NULL)
+		return TERN_ENOMEM;
+	o->cb = cb;
+	o->arg = arg;
+	/* Our own device list changes: fetch it again before sending. */
+	app_devs_forget(a, a->user);
+	if ((r = client_device_add(a->c, key, name, app_device_added, o)) != 0)
+		free(o);
+	return r;
 }

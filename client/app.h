@@ -120,6 +120,21 @@ uint32_t app_device_id(const struct app *a);
 int app_register(struct app *a, const char *user, const char *invite,
     const char *host, uint16_t port, app_done_cb cb, void *arg) TERN_WUR;
 
+/*
+ * Linking another device of a user (SPEC.md 6.4): on the new device,
+ * app_link_key makes (or, asked again, repeats) its Noise key and keeps
+ * user and node; the user authorizes that key from a registered device
+ * with app_device_add, which answers the new device id; back on the new
+ * device app_link_device stores that id, and app_start then logs in and
+ * uploads the new device's own Signal keys.
+ */
+typedef void (*app_id_cb)(void *arg, int status, uint32_t device_id);
+int app_link_key(struct app *a, const char *user, const char *host,
+    uint16_t port, uint8_t pub[32]) TERN_WUR;
+int app_link_device(struct app *a, uint32_t device_id) TERN_WUR;
+int app_device_add(struct app *a, const uint8_t key[32], const char *name,
+    app_id_cb cb, void *arg) TERN_WUR;
+
 /* app_set_prekeys: how many one-time prekeys register and refills
  * upload (1..100; default APP_PREKEYS_TARGET). */
 void app_set_prekeys(struct app *a, uint32_t n);

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "app.h"
+#include "buf.h"
 #include "client.h"
 #include "dns.h"
 #include "ident.h"
@@ -48,7 +49,8 @@
 enum cmd {
 	CMD_REGISTER, CMD_SEND, CMD_INBOX, CMD_READ, CMD_STATUS, CMD_VERIFY,
 	CMD_ACCEPT, CMD_PROFILE, CMD_PRIVACY, CMD_CONTACTS, CMD_LASTSEEN,
-	CMD_HISTORY, CMD_RESET_KEYS, CMD_KEYS, CMD_TYPING, CMD_SEARCH
+	CMD_HISTORY, CMD_RESET_KEYS, CMD_KEYS, CMD_TYPING, CMD_SEARCH,
+	CMD_LINK, CMD_DEVICES
 };
 
 struct job {
@@ -66,6 +68,7 @@ struct job {
 	bool json, follow, mark, lines;
 	uint32_t quiet_ms;
 	uint32_t prekeys;
+	uint32_t link_device;      /* link --device N */
 	char *argv[4];
 	int argc;
 	/* send --lines */
@@ -90,6 +93,9 @@ struct job {
 
 static void job_after_start(struct job *j);
 static void job_finish(struct job *j, int code);
+static void device_added(void *arg, int status, uint32_t id);
+static void resp_devices(void *arg, int status, const struct msg *resp);
+static int unhex32(const char *s, uint8_t out[32]);
 
 static void
 usage(FILE *f)
@@ -113,6 +119,9 @@ usage(FILE *f)
 "  lastseen USER@DOMAIN\n"
 "  typing USER@DOMAIN [on|off]   a typing indicator (not stored anywhere)\n"
 "  keys                          this device's prekeys on the node\n"
+"  link USER@DOMAIN [--server H:P] then, with the id, link USER@DOMAIN --device N\n"
+"                                make this profile another device of USER\n"
+"  devices [add KEY [NAME] | remove N]  list, authorize or revoke our devices\n"
 "  reset-keys                    new identity (a device restored without keys)\n"
 "  register ... [--prekeys N]    one-time prekeys kept on the node (1..100)\n"
 "\n"
@@ -780,6 +789,40 @@ job_after_start(struct job *j)
 	case CMD_LASTSEEN:
 		r = app_presence(j->app, j->argv[0], presence_cb, j);
 		break;
+	case CMD_LINK:
+		printf("linked %s as device %" PRIu32 "\n", app_user(j->app),
+		    app_device_id(j->app));
+		drain(j);
+		return;
+	case CMD_DEVICES:
+		if (j->argc == 0) {
+			m.type = MSG_DEVICE_LIST;
+			m.u.device_list.user.p = app_user(j->app);
+			m.u.device_list.user.len = strlen(app_user(j->app));
+			r = app_request(j->app, &m, resp_devices, j);
+		} else if (strcmp(j->argv[0], "add") == 0) {
+			uint8_t key[32];
+			if (unhex32(j->argv[1], key) != 0) {
+				fprintf(stderr, "tern: devices add: want the "
+				    "64 hex digits `tern link` printed\n");
+				job_finish(j, EX_USAGE);
+				return;
+			}
+			r = app_device_add(j->app, key, j->argc == 3 ?
+			    j->argv[2] : "linked", device_added, j);
+		} else {
+			char *end;
+			unsigned long id = strtoul(j->argv[1], &end, 10);
+			if (*end != '\0' || id == 0 || id > UINT32_MAX) {
+				job_finish(j, EX_USAGE);
+				return;
+			}
+			m.type = MSG_DEVICE_REMOVE;
+			m.u.device_remove.device_id = (uint32_t)id;
+			j->argv[0] = "devices remove";
+			r = app_request(j->app, &m, resp_ok, j);
+		}
+		break;
 	case CMD_KEYS:
 		m.type = MSG_KEYS_STATUS;
 		r = app_request(j->app, &m, resp_keys, j);
@@ -861,11 +904,78 @@ split_hostport(const char *s, char *host, size_t cap, uint16_t *port)
 static void
 do_register(struct job *j, const char *ip, uint16_t port)
 {
-	int r = app_register(j->app, j->argv[0], j->invite, ip, port,
-	    started, j);
+	uint8_t pub[32];
+	char hex[65];
+	size_t i;
+	int r;
 
+	if (j->cmd == CMD_LINK) {
+		if ((r = app_link_key(j->app, j->argv[0], ip, port, pub)) != 0) {
+			fail(j, r, "link");
+			return;
+		}
+		for (i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", pub[i]);
+		printf("this device's key: %s\n"
+		    "On a device already registered as %s, run:\n"
+		    "  tern devices add %s\n"
+		    "then here: tern link %s --device N (N: the id it "
+		    "prints)\n", hex, j->argv[0], hex, j->argv[0]);
+		job_finish(j, EX_OK);
+		return;
+	}
+	r = app_register(j->app, j->argv[0], j->invite, ip, port, started,
+	    j);
 	if (r != 0)
 		fail(j, r, "register");
+}
+
+static void
+device_added(void *arg, int status, uint32_t id)
+{
+	struct job *j = arg;
+
+	if (status != 0) {
+		fail(j, status, "devices add");
+		return;
+	}
+	printf("%" PRIu32 "\n", id);
+	drain(j);
+}
+
+static void
+resp_devices(void *arg, int status, const struct msg *resp)
+{
+	struct job *j = arg;
+	size_t i;
+
+	if (status != 0 || resp->type != MSG_DEVICES) {
+		fail(j, status != 0 ? status : TERN_ETYPE, "devices");
+		return;
+	}
+	for (i = 0; i < resp->u.devices.device_ids.count; i++) {
+		uint32_t id = buf_load_be32(msg_record(
+		    &resp->u.devices.device_ids, MSG_DEVICE_REC_LEN, i));
+		printf("%" PRIu32 "%s\n", id, id == app_device_id(j->app) ?
+		    " (this device)" : "");
+	}
+	job_finish(j, EX_OK);
+}
+
+static int
+unhex32(const char *s, uint8_t out[32])
+{
+	size_t i;
+
+	if (strlen(s) != 64)
+		return TERN_EINVAL;
+	for (i = 0; i < 32; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return TERN_EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
 }
 
 static void
@@ -1033,6 +1143,7 @@ main(int argc, char **argv)
 		{"lines", no_argument, NULL, 'l'},
 		{"quiet-ms", required_argument, NULL, 'q'},
 		{"prekeys", required_argument, NULL, 'k'},
+		{"device", required_argument, NULL, 'D'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -1045,7 +1156,7 @@ main(int argc, char **argv)
 	memset(&j, 0, sizeof(j));
 	j.quiet_ms = QUIET_MS;
 	j.nameserver = getenv("TERN_DNS");
-	while ((c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:h", opts, NULL))
+	while ((c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:D:h", opts, NULL))
 	    != -1) {
 		switch (c) {
 		case 'p':
@@ -1086,6 +1197,13 @@ main(int argc, char **argv)
 				return EX_USAGE;
 			}
 			break;
+		case 'D':
+			j.link_device = (uint32_t)strtoul(optarg, NULL, 10);
+			if (j.link_device == 0) {
+				fprintf(stderr, "tern: --device: a device id\n");
+				return EX_USAGE;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return EX_OK;
@@ -1101,7 +1219,7 @@ main(int argc, char **argv)
 	cmd = argv[optind++];
 	/* Options may also follow the command. */
 	while (optind < argc) {
-		c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:h", opts, NULL);
+		c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:D:h", opts, NULL);
 		if (c == -1) {
 			if (nargs < 4)
 				j.argv[nargs] = argv[optind];
@@ -1144,6 +1262,11 @@ main(int argc, char **argv)
 			if (j.prekeys == 0 || j.prekeys > APP_PREKEYS_TARGET)
 				return EX_USAGE;
 			break;
+		case 'D':
+			j.link_device = (uint32_t)strtoul(optarg, NULL, 10);
+			if (j.link_device == 0)
+				return EX_USAGE;
+			break;
 		default:
 			usage(stderr);
 			return EX_USAGE;
@@ -1172,6 +1295,8 @@ main(int argc, char **argv)
 		{"keys", CMD_KEYS, 0, 0},
 		{"typing", CMD_TYPING, 1, 2},
 		{"search", CMD_SEARCH, 1, 1},
+		{"link", CMD_LINK, 1, 1},
+		{"devices", CMD_DEVICES, 0, 3},
 	};
 	size_t i;
 	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++)
@@ -1219,6 +1344,15 @@ main(int argc, char **argv)
 			return EX_USAGE;
 		}
 		break;
+	case CMD_DEVICES:
+		if (!(nargs == 0 || (strcmp(j.argv[0], "add") == 0 &&
+		    (nargs == 2 || nargs == 3)) ||
+		    (strcmp(j.argv[0], "remove") == 0 && nargs == 2))) {
+			usage(stderr);
+			return EX_USAGE;
+		}
+		break;
+	case CMD_LINK:
 	case CMD_REGISTER:
 	case CMD_SEND:
 	case CMD_READ:
@@ -1296,7 +1430,20 @@ main(int argc, char **argv)
 		job_finish(&j, EX_FAIL);
 		goto run;
 	}
-	if (j.cmd == CMD_REGISTER) {
+	if (j.cmd == CMD_LINK) {
+		if (app_registered(j.app)) {
+			fprintf(stderr, "tern: this profile is already "
+			    "registered as %s\n", app_user(j.app));
+			job_finish(&j, EX_DENIED);
+		} else if (j.link_device != 0) {
+			if ((r = app_link_device(j.app, j.link_device)) != 0 ||
+			    (r = app_start(j.app, false, started, &j)) != 0)
+				fail(&j, r == TERN_ESTATE ? TERN_ESTATE : r,
+				    "link: run `tern link USER@DOMAIN` first");
+		} else {
+			find_node(&j);
+		}
+	} else if (j.cmd == CMD_REGISTER) {
 		if (app_registered(j.app)) {
 			fprintf(stderr, "tern: this profile is already "
 			    "registered as %s\n", app_user(j.app));

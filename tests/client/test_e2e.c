@@ -742,3 +742,73 @@ TT_CASE(e2e__receipts_are_encrypted)
 	expect_state("alice", id, "read");
 	tc_stop();
 }
+
+/* A second device of alice: linked by key from her first one. Messages
+ * to alice reach both; what one device sends shows on the other. */
+TT_CASE(e2e__second_device_gets_everything)
+{
+	char key[65], id[33], devid[16];
+	const char *p;
+	struct run r;
+
+	tc_start();
+	reg("alice", "alice@one.test");
+	reg("bob", "bob@one.test");
+	TERN(&r, "alice2", NULL, "link", "alice@one.test", "--server",
+	    T.server);
+	expect_ok(&r);
+	TT_ASSERT((p = strstr(r.out, "this device's key: ")) != NULL);
+	snprintf(key, sizeof(key), "%.64s", p + 19);
+	run_free(&r);
+	/* Not usable before it is authorized. */
+	TERN(&r, "alice2", NULL, "inbox");
+	TT_EQ(r.status, 4);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "devices", "add", key, "laptop");
+	expect_ok(&r);
+	snprintf(devid, sizeof(devid), "%.*s", (int)strcspn(r.out, "\n"),
+	    r.out);
+	TT_ASSERT(strcmp(devid, "2") == 0);
+	run_free(&r);
+	TERN(&r, "alice2", NULL, "link", "alice@one.test", "--device", devid);
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "linked alice@one.test as device 2") != NULL);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "devices");
+	expect_ok(&r);
+	TT_ASSERT(strcmp(r.out, "1 (this device)\n2\n") == 0);
+	run_free(&r);
+
+	send1("bob", "alice@one.test", "to both of you", id);
+	TERN(&r, "alice", NULL, "inbox");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "to both of you") != NULL);
+	run_free(&r);
+	TERN(&r, "alice2", NULL, "inbox");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "to both of you") != NULL);
+	run_free(&r);
+
+	send1("alice2", "bob@one.test", "from the laptop", id);
+	TERN(&r, "bob", NULL, "inbox");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "from the laptop") != NULL);
+	run_free(&r);
+	/* The first device has the copy as an outgoing message. */
+	TERN(&r, "alice", NULL, "inbox");
+	expect_ok(&r);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "history", "bob@one.test", "--json");
+	expect_ok(&r);
+	TT_ASSERT(strstr(r.out, "\"text\":\"from the laptop\"") != NULL);
+	TT_ASSERT(strstr(r.out, "\"outgoing\":true") != NULL);
+	run_free(&r);
+	/* Revoked: the laptop can no longer log in. */
+	TERN(&r, "alice", NULL, "devices", "remove", "2");
+	expect_ok(&r);
+	run_free(&r);
+	TERN(&r, "alice2", NULL, "inbox");
+	TT_EQ(r.status, 9);
+	run_free(&r);
+	tc_stop();
+}
