@@ -141,7 +141,7 @@ static const struct msg_field ack_fields[] = {
 };
 static const struct msg_field notice_fields[] = {
 	F_ID16(msg_notice, notice_id),
-	F_U8(msg_notice, kind, MSG_NOTICE_EXPIRED, MSG_NOTICE_EXPIRED),
+	F_U8(msg_notice, kind, MSG_NOTICE_EXPIRED, MSG_NOTICE_REFUSED),
 	F_ID16(msg_notice, ref_id),
 	F_ADDR(msg_notice, peer),
 	F_U32(msg_notice, peer_device, DEV_MIN, DEV_MAX),
@@ -205,6 +205,34 @@ static const struct msg_field bundle_fields[] = {
 	F_RECORDS(msg_bundle, devices, MSG_BUNDLE_REC_LEN, MSG_DEVICES_MAX),
 };
 
+static const struct msg_field fed_hello_fields[] = {
+	F_DOMAIN(msg_fed_hello, domain),
+	F_DOMAIN(msg_fed_hello, to_domain),
+	F_U64(msg_fed_hello, time_ms),
+};
+static const struct msg_field fed_welcome_fields[] = {
+	F_DOMAIN(msg_fed_welcome, domain),
+	F_U64(msg_fed_welcome, time_ms),
+};
+static const struct msg_field fed_env_fields[] = {
+	F_ID16(msg_fed_env, id),
+	F_ADDR(msg_fed_env, from),
+	F_U32(msg_fed_env, from_device, DEV_MIN, DEV_MAX),
+	F_ADDR(msg_fed_env, to),
+	F_U32(msg_fed_env, to_device, DEV_MIN, DEV_MAX),
+	F_U8(msg_fed_env, class, MSG_CLASS_MESSAGE, MSG_CLASS_EPHEMERAL),
+	F_U64(msg_fed_env, timestamp_ms),
+	F_U64(msg_fed_env, received_ms),
+	F_BYTES32(msg_fed_env, payload, MSG_PAYLOAD_MAX),
+};
+static const struct msg_field fed_req_fields[] = {
+	F_ADDR(msg_fed_req, requester),
+	F_BYTES16(msg_fed_req, request, MSG_FED_REQ_MAX),
+};
+static const struct msg_field fed_resp_fields[] = {
+	F_BYTES32(msg_fed_resp, response, MSG_FED_RESP_MAX),
+};
+
 #define DESC(n, f) { n, f, sizeof(f) / sizeof((f)[0]) }
 #define DESC_EMPTY(n) { n, NULL, 0 }
 
@@ -244,6 +272,11 @@ static const struct msg_desc msg_descs[256] = {
 	[MSG_KEYS_COUNT] = DESC("KEYS_COUNT", keys_count_fields),
 	[MSG_BUNDLE_GET] = DESC("BUNDLE_GET", bundle_get_fields),
 	[MSG_BUNDLE] = DESC("BUNDLE", bundle_fields),
+	[MSG_FED_HELLO] = DESC("FED_HELLO", fed_hello_fields),
+	[MSG_FED_WELCOME] = DESC("FED_WELCOME", fed_welcome_fields),
+	[MSG_FED_ENV] = DESC("FED_ENV", fed_env_fields),
+	[MSG_FED_REQ] = DESC("FED_REQ", fed_req_fields),
+	[MSG_FED_RESP] = DESC("FED_RESP", fed_resp_fields),
 };
 
 /* The caps in the table must fit the length prefixes that carry them. */

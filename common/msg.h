@@ -62,6 +62,8 @@
 #define MSG_PREKEY_ID_MAX 0xFFFFFEu /* one-time and signed prekey ids */
 #define MSG_LAST_RESORT_ID 0xFFFFFFu /* the last-resort prekey's id */
 #define MSG_REG_ID_MAX 16380      /* libsignal registration ids: 1..this */
+#define MSG_FED_REQ_MAX 4096      /* FED_REQ.request: an encoded request */
+#define MSG_FED_RESP_MAX (MSG_MAX - 64) /* FED_RESP.response */
 
 /*
  * Type codes. Ranges reserved for later versions:
@@ -107,7 +109,13 @@ enum msg_type {
 	MSG_KEYS_STATUS = 0x41,    /* client: how many prekeys are left? */
 	MSG_KEYS_COUNT = 0x42,     /* node: that many (answer or push) */
 	MSG_BUNDLE_GET = 0x43,     /* client: a user's prekey bundles */
-	MSG_BUNDLE = 0x44          /* node: one record per device */
+	MSG_BUNDLE = 0x44,         /* node: one record per device */
+
+	MSG_FED_HELLO = 0x60,      /* node to node: who I am, whom I want */
+	MSG_FED_WELCOME = 0x61,    /* node to node: link established */
+	MSG_FED_ENV = 0x62,        /* node to node: an envelope for a device */
+	MSG_FED_REQ = 0x63,        /* node to node: a client request relayed */
+	MSG_FED_RESP = 0x64        /* node to node: its answer */
 };
 
 /* SEND/DELIVER class. */
@@ -119,7 +127,8 @@ enum msg_class {
 
 /* NOTICE kind. */
 enum msg_notice_kind {
-	MSG_NOTICE_EXPIRED = 1   /* an envelope expired undelivered */
+	MSG_NOTICE_EXPIRED = 1,  /* an envelope expired undelivered */
+	MSG_NOTICE_REFUSED = 2   /* the recipient's node refused it */
 };
 
 /* PRIVACY_SET last_seen. */
@@ -324,6 +333,38 @@ struct msg_bundle {
 	struct msg_list devices;    /* RECORDS of MSG_BUNDLE_REC_LEN, <= 64 */
 };
 
+struct msg_fed_hello {
+	struct msg_str domain;      /* the initiator's domain */
+	struct msg_str to_domain;   /* the domain it wants */
+	uint64_t time_ms;           /* its clock */
+};
+
+struct msg_fed_welcome {
+	struct msg_str domain;      /* the responder's domain */
+	uint64_t time_ms;           /* its clock */
+};
+
+struct msg_fed_env {
+	uint8_t id[MSG_ID_LEN];     /* the SEND's */
+	struct msg_str from;        /* sender, in the link's domain */
+	uint32_t from_device;       /* >= 1 */
+	struct msg_str to;          /* recipient, in the responder's domain */
+	uint32_t to_device;         /* >= 1 */
+	uint8_t class;              /* enum msg_class */
+	uint64_t timestamp_ms;      /* sender's clock */
+	uint64_t received_ms;       /* origin node's clock at the SEND */
+	struct msg_bytes payload;   /* <= MSG_PAYLOAD_MAX */
+};
+
+struct msg_fed_req {
+	struct msg_str requester;   /* the local user asking, at the origin */
+	struct msg_bytes request;   /* an encoded client request */
+};
+
+struct msg_fed_resp {
+	struct msg_bytes response;  /* the encoded answer */
+};
+
 /* A message of any type. OK, CONTACT_LIST and KEYS_STATUS have no fields
  * and so no member. */
 struct msg {
@@ -361,6 +402,11 @@ struct msg {
 		struct msg_keys_count keys_count;   /* KEYS_COUNT */
 		struct msg_bundle_get bundle_get;   /* BUNDLE_GET */
 		struct msg_bundle bundle;           /* BUNDLE */
+		struct msg_fed_hello fed_hello;     /* FED_HELLO */
+		struct msg_fed_welcome fed_welcome; /* FED_WELCOME */
+		struct msg_fed_env fed_env;         /* FED_ENV */
+		struct msg_fed_req fed_req;         /* FED_REQ */
+		struct msg_fed_resp fed_resp;       /* FED_RESP */
 	} u;                        /* the member named after type */
 };
 

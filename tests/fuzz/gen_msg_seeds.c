@@ -242,5 +242,35 @@ main(int argc, char **argv)
 			return 1;
 		seed("", &m);
 	}
+	BEGIN(MSG_FED_HELLO, 22);
+	m.u.fed_hello.domain = S("a.test");
+	m.u.fed_hello.to_domain = S("b.test");
+	m.u.fed_hello.time_ms = 1700000000000u;
+	seed("", &m);
+	BEGIN(MSG_FED_WELCOME, 22);
+	m.u.fed_welcome.domain = S("b.test");
+	m.u.fed_welcome.time_ms = 1700000000000u;
+	seed("", &m);
+	BEGIN(MSG_FED_ENV, 23);
+	memcpy(m.u.fed_env.id, id, MSG_ID_LEN);
+	m.u.fed_env.from = S("alice@a.test");
+	m.u.fed_env.from_device = 1;
+	m.u.fed_env.to = S("bob@b.test");
+	m.u.fed_env.to_device = 2;
+	m.u.fed_env.class = 1;
+	m.u.fed_env.timestamp_ms = 1700000000000u;
+	m.u.fed_env.received_ms = 1700000000001u;
+	m.u.fed_env.payload.p = payload;
+	m.u.fed_env.payload.len = 32;
+	seed("", &m);
+	BEGIN(MSG_FED_REQ, 24);
+	m.u.fed_req.requester = S("alice@a.test");
+	m.u.fed_req.request.p = payload;
+	m.u.fed_req.request.len = 16;
+	seed("", &m);
+	BEGIN(MSG_FED_RESP, 24);
+	m.u.fed_resp.response.p = payload;
+	m.u.fed_resp.response.len = 16;
+	seed("", &m);
 	return 0;
 }
