@@ -862,6 +862,32 @@ app_resp_devs(void *arg, int status, const struct msg *resp)
 		status = app_devs_store(a, &resp->u.devices);
 	else if (status == 0)
 		status = TERN_ETYPE;
+	if (status == TERN_EUNREACH || status == TERN_ETIMEOUT) {
+		/* The user's node (another domain) is down. Our node still
+		 * queues envelopes for it: send to the devices we already
+		 * have sessions with. */
+		const char *user = op->step == STEP_PEER_DEVS ? op->to :
+		    a->user;
+		struct msg_devices d;
+		uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN];
+		struct buf_writer w;
+		uint32_t i;
+
+		memset(&d, 0, sizeof(d));
+		d.user.p = user;
+		d.user.len = strlen(user);
+		buf_writer_init(&w, recs, sizeof(recs));
+		for (i = 1; i <= MSG_DEVICES_MAX; i++) {
+			uint8_t rec[4];
+			if (!HAS_SESSION(a, user, i))
+				continue;
+			buf_store_be32(rec, i);
+			if (msg_record_add(&d.device_ids, &w, rec, 4) != 0)
+				break;
+		}
+		if (d.device_ids.count > 0 || op->step == STEP_OWN_DEVS)
+			status = app_devs_store(a, &d);
+	}
 	if (status != 0) {
 		app_head_fail(a, status);
 		return;

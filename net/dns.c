@@ -19,6 +19,7 @@
  * marks the resolver closing, and the frame tears down on its way out.
  */
 #include "dns.h"
+#include "dnsans.h"
 
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
@@ -60,6 +61,13 @@ struct dns_areq {
 	int status;              /* ARES_* */
 };
 
+/* What a lookup asks for; it picks the callback and the texts. */
+enum dns_kind {
+	DNS_KIND_SRV,   /* dns_srv */
+	DNS_KIND_TXT,   /* dns_txt */
+	DNS_KIND_ADDRS  /* dns_addrs */
+};
+
 enum dns_phase {
 	DNS_PHASE_SRV,  /* waiting for the SRV answer */
 	DNS_PHASE_ADDR  /* waiting for the targets' addresses */
@@ -67,7 +75,11 @@ enum dns_phase {
 
 struct dns_lookup {
 	struct dns *d;               /* resolver */
-	dns_srv_cb cb;               /* the caller's callback */
+	enum dns_kind kind;          /* which of the callbacks is set */
+	dns_srv_cb cb;               /* the caller's callback (SRV) */
+	dns_txt_cb txt_cb;           /* the caller's callback (TXT) */
+	dns_addrs_cb addrs_cb;       /* the caller's callback (A/AAAA) */
+	uint32_t srv_ttl;            /* the SRV records' smallest TTL */
 	void *arg;                   /* its argument */
 	char qname[DNS_NAME_MAX + 1]; /* service.domain */
 	uint64_t deadline;           /* uv_now() ms when it times out */
@@ -316,8 +328,8 @@ dns_lookup_release(struct dns_lookup *l)
 /* dns_finish: answers the caller once. Inside dns_srv the answer becomes
  * dns_srv's return value instead, as the callback rules in dns.h say. */
 static void
-dns_finish(struct dns_lookup *l, int err, const struct dns_target *t,
-    size_t n)
+dns_finish(struct dns_lookup *l, int err, const void *res, size_t n,
+    uint32_t ttl)
 {
 	if (l->done)
 		return;
@@ -335,7 +347,36 @@ dns_finish(struct dns_lookup *l, int err, const struct dns_target *t,
 		l->start_err = err ? err : TERN_EIO;
 		return;
 	}
-	l->cb(l->arg, err, err ? NULL : t, err ? 0 : n, l->detail);
+	if (err) {
+		res = NULL;
+		n = 0;
+		ttl = 0;
+	}
+	switch (l->kind) {
+	case DNS_KIND_SRV:
+		l->cb(l->arg, err, res, n, l->detail);
+		break;
+	case DNS_KIND_TXT:
+		l->txt_cb(l->arg, err, res, n, ttl, l->detail);
+		break;
+	case DNS_KIND_ADDRS:
+		l->addrs_cb(l->arg, err, res, n, l->detail);
+		break;
+	}
+}
+
+/* dns_rtype: the record type a lookup asks for, for messages. */
+static const char *
+dns_rtype(const struct dns_lookup *l)
+{
+	switch (l->kind) {
+	case DNS_KIND_TXT:
+		return "TXT";
+	case DNS_KIND_ADDRS:
+		return "A/AAAA";
+	default:
+		return "SRV";
+	}
 }
 
 /* dns_fail: sets the operator text from an ares status and answers. */
@@ -350,13 +391,14 @@ dns_fail(struct dns_lookup *l, int status, const char *what)
 	case ARES_ENODATA:
 		err = TERN_ENOTFOUND;
 		dns_detail(l,
-		    "no SRV record for %s (the name exists, the record not)",
-		    l->qname);
+		    "no %s record for %s (the name exists, the record not)",
+		    dns_rtype(l), l->qname);
 		break;
 	case ARES_ENOTFOUND:
 		err = TERN_ENOTFOUND;
 		dns_detail(l,
-		    "no SRV record for %s (no such name)", l->qname);
+		    "no %s record for %s (no such name)", dns_rtype(l),
+		    l->qname);
 		break;
 	case ARES_ETIMEOUT:
 		err = TERN_ETIMEOUT;
@@ -414,7 +456,7 @@ dns_fail(struct dns_lookup *l, int status, const char *what)
 		    l->qname, ares_strerror(status));
 		break;
 	}
-	dns_finish(l, err, NULL, 0);
+	dns_finish(l, err, NULL, 0, 0);
 }
 
 /* dns_is_root: c-ares spells the root name "" (some versions "."). */
@@ -552,6 +594,9 @@ dns_addr_done(struct dns_lookup *l)
 			t[n].port = r->port;
 			t[n].priority = r->priority;
 			t[n].weight = r->weight;
+			t[n].ttl = ai->ai_ttl < 0 ? 0 : (uint32_t)ai->ai_ttl;
+			if (t[n].ttl > l->srv_ttl)
+				t[n].ttl = l->srv_ttl;
 			n++;
 			per_host++;
 		}
@@ -561,15 +606,63 @@ dns_addr_done(struct dns_lookup *l)
 		    timeout ? "DNS timeout resolving the SRV targets of %s: %s"
 		    : "no SRV target of %s has an address: %s", l->qname,
 		    failed);
-		dns_finish(l, timeout ? TERN_ETIMEOUT : TERN_EUNREACH, NULL, 0);
+		dns_finish(l, timeout ? TERN_ETIMEOUT : TERN_EUNREACH, NULL, 0,
+		    0);
 	} else {
 		if (failed[0])
 			dns_appendf(l->detail, sizeof(l->detail),
 			    "%sskipped SRV targets of %s: %s",
 			    l->detail[0] ? "; " : "", l->qname, failed);
-		dns_finish(l, 0, t, n);
+		dns_finish(l, 0, t, n, 0);
 	}
 	free(t);
+}
+
+/* dns_addrs_done: the answer of dns_addrs, from areq[0]. */
+static void
+dns_addrs_done(struct dns_lookup *l)
+{
+	const struct dns_areq *q = &l->areq[0];
+	const struct ares_addrinfo_node *ai;
+	struct dns_addr *a;
+	size_t n = 0;
+
+	if (q->status != ARES_SUCCESS) {
+		dns_fail(l, q->status, "A/AAAA");
+		return;
+	}
+	a = calloc(DNS_MAX_ADDRS, sizeof(*a));
+	if (!a) {
+		dns_fail(l, ARES_ENOMEM, "A/AAAA");
+		return;
+	}
+	for (ai = q->ai ? q->ai->nodes : NULL; ai && n < DNS_MAX_ADDRS;
+	    ai = ai->ai_next) {
+		const void *p;
+		bool dup = false;
+
+		if (ai->ai_family == AF_INET)
+			p = &((const struct sockaddr_in *)
+			    (const void *)ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			p = &((const struct sockaddr_in6 *)
+			    (const void *)ai->ai_addr)->sin6_addr;
+		else
+			continue;
+		if (!inet_ntop(ai->ai_family, p, a[n].addr, sizeof(a[n].addr)))
+			continue;
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = strcmp(a[k].addr, a[n].addr) == 0;
+		if (dup)
+			continue;
+		a[n].ttl = ai->ai_ttl < 0 ? 0 : (uint32_t)ai->ai_ttl;
+		n++;
+	}
+	if (n == 0)
+		dns_fail(l, ARES_ENODATA, "A/AAAA");
+	else
+		dns_finish(l, 0, a, n, 0);
+	free(a);
 }
 
 static void
@@ -582,8 +675,13 @@ dns_addr_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 	q->ai = res;
 	if (!l->done) {
 		if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
-			dns_fail(l, status, "addresses of SRV");
-		else if (--l->addr_left == 0)
+			dns_fail(l, status, l->kind == DNS_KIND_ADDRS ? "A/AAAA"
+			    : "addresses of SRV");
+		else if (l->d->closing)
+			dns_fail(l, ARES_ECANCELLED, "A/AAAA");
+		else if (--l->addr_left == 0 && l->kind == DNS_KIND_ADDRS)
+			dns_addrs_done(l);
+		else if (l->addr_left == 0)
 			dns_addr_done(l);
 	}
 	l->pending--;
@@ -605,6 +703,10 @@ dns_srv_answer(struct dns_lookup *l, const unsigned char *abuf, int alen)
 		dns_fail(l, r, "SRV");
 		return;
 	}
+	/* c-ares read the same bytes, so this walk cannot fail unless the
+	 * answer is odd (e.g. only CNAMEs); then nothing may be cached. */
+	if (dnsans_min_ttl(abuf, (size_t)alen, ns_t_srv, &l->srv_ttl) != 0)
+		l->srv_ttl = 0;
 	for (s = srv; s; s = s->next) {
 		struct dns_rec rec;
 		size_t len;
@@ -642,14 +744,14 @@ dns_srv_answer(struct dns_lookup *l, const unsigned char *abuf, int alen)
 		dns_detail(l,
 		    "%s: the domain says it offers no such service "
 		    "(SRV target \".\")", l->qname);
-		dns_finish(l, DNS_ENOSERVICE, NULL, 0);
+		dns_finish(l, DNS_ENOSERVICE, NULL, 0, 0);
 		return;
 	}
 	if (l->nrecs == 0) {
 		dns_detail(l,
 		    "no usable SRV record for %s: %u with a malformed target",
 		    l->qname, bad);
-		dns_finish(l, TERN_EUNREACH, NULL, 0);
+		dns_finish(l, TERN_EUNREACH, NULL, 0, 0);
 		return;
 	}
 	if (roots || bad || dropped)
@@ -697,6 +799,92 @@ dns_srv_query_cb(void *arg, int status, int timeouts, unsigned char *abuf,
 	dns_lookup_release(l);
 }
 
+/* dns_txt_answer: joins each record's strings, keeps what fits. */
+static void
+dns_txt_answer(struct dns_lookup *l, const unsigned char *abuf, int alen)
+{
+	struct ares_txt_ext *txt = NULL, *x;
+	struct dns_txt_rec *recs;
+	uint32_t ttl = 0, total = 0, skipped = 0;
+	size_t n = 0;
+	bool cur_ok = false; /* the record being joined still fits */
+	int r;
+
+	r = ares_parse_txt_reply_ext(abuf, alen, &txt);
+	if (r != ARES_SUCCESS) {
+		dns_fail(l, r, "TXT");
+		return;
+	}
+	if (dnsans_min_ttl(abuf, (size_t)alen, ns_t_txt, &ttl) != 0)
+		ttl = 0;
+	recs = calloc(DNS_MAX_TXT, sizeof(*recs));
+	if (!recs) {
+		ares_free_data(txt);
+		dns_fail(l, ARES_ENOMEM, "TXT");
+		return;
+	}
+	for (x = txt; x; x = x->next) {
+		struct dns_txt_rec *cur;
+
+		if (x->record_start) {
+			total++;
+			if (cur_ok)
+				n++;
+			cur_ok = n < DNS_MAX_TXT;
+			if (!cur_ok) {
+				skipped++;
+				continue;
+			}
+			recs[n].len = 0;
+			recs[n].text[0] = '\0';
+		}
+		if (!cur_ok)
+			continue;
+		cur = &recs[n];
+		if (x->length > DNS_TXT_LEN_MAX - cur->len ||
+		    memchr(x->txt, '\0', x->length)) {
+			cur_ok = false;
+			skipped++;
+			continue;
+		}
+		memcpy(cur->text + cur->len, x->txt, x->length);
+		cur->len += x->length;
+		cur->text[cur->len] = '\0';
+	}
+	if (cur_ok)
+		n++;
+	ares_free_data(txt);
+	if (total == 0) {
+		free(recs);
+		dns_fail(l, ARES_ENODATA, "TXT");
+		return;
+	}
+	if (skipped)
+		dns_detail(l, "ignored %u of %u TXT records of %s (too long, "
+		    "a NUL byte, or over the cap of %u)", skipped, total,
+		    l->qname, DNS_MAX_TXT);
+	dns_finish(l, 0, recs, n, ttl);
+	free(recs);
+}
+
+static void
+dns_txt_query_cb(void *arg, int status, int timeouts, unsigned char *abuf,
+    int alen)
+{
+	struct dns_lookup *l = arg;
+
+	if (!l->done) {
+		if (l->d->closing)
+			dns_fail(l, ARES_ECANCELLED, "TXT");
+		else if (status == ARES_SUCCESS)
+			dns_txt_answer(l, abuf, alen);
+		else
+			dns_fail(l, status, "TXT");
+	}
+	l->pending--;
+	dns_lookup_release(l);
+}
+
 /* --- loop integration ---------------------------------------------------- */
 
 /* dns_expire: answers lookups whose budget is spent. The list is in
@@ -712,9 +900,9 @@ dns_expire(struct dns *d)
 		dns_detail(l,
 		    "DNS timeout after %u ms asking %s for %s %s",
 		    d->timeout_ms, d->servers,
-		    l->phase == DNS_PHASE_SRV ? "SRV" : "the addresses of SRV",
-		    l->qname);
-		dns_finish(l, TERN_ETIMEOUT, NULL, 0);
+		    l->phase == DNS_PHASE_SRV ? dns_rtype(l)
+		    : "the addresses of SRV", l->qname);
+		dns_finish(l, TERN_ETIMEOUT, NULL, 0, 0);
 		/* It lingers (pending > 0) until c-ares lets go of it. */
 	}
 }
@@ -909,7 +1097,7 @@ dns_teardown(struct dns *d)
 
 		dns_detail(l,
 		    "DNS lookup of %s canceled: the resolver closed", l->qname);
-		dns_finish(l, TERN_ECANCELED, NULL, 0);
+		dns_finish(l, TERN_ECANCELED, NULL, 0, 0);
 		l->pending = 0;
 		dns_lookup_release(l);
 	}
@@ -1001,36 +1189,34 @@ dns_new(uv_loop_t *loop, const struct dns_config *cfg, struct dns **out)
 	return 0;
 }
 
-int
-dns_srv(struct dns *d, const char *service, const char *domain,
-    dns_srv_cb cb, void *arg)
+/*
+ * dns_start: the common start of dns_srv, dns_txt and dns_addrs. prefix
+ * (may be NULL) goes before name, as the service labels of an SRV query.
+ * l comes from the caller with its kind and callback set; dns_start owns
+ * it from here on, on every path.
+ */
+static int
+dns_start(struct dns *d, struct dns_lookup *l, const char *prefix,
+    const char *name)
 {
-	struct dns_lookup *l;
-	size_t slen, dlen;
+	size_t plen = prefix ? strlen(prefix) : 0, nlen = strlen(name), off = 0;
 	int err;
 
-	if (!d || !service || !domain || !cb)
+	if (nlen > 1 && name[nlen - 1] == '.')
+		nlen--;
+	if ((prefix && !dns_name_ok(prefix, plen)) || !dns_name_ok(name, nlen) ||
+	    plen + 1 + nlen > DNS_NAME_MAX + (prefix ? 0 : 1)) {
+		free(l);
 		return TERN_EINVAL;
-	if (d->closing)
-		return TERN_ESTATE;
-	slen = strlen(service);
-	dlen = strlen(domain);
-	if (dlen > 1 && domain[dlen - 1] == '.')
-		dlen--;
-	if (!dns_name_ok(service, slen) || !dns_name_ok(domain, dlen) ||
-	    slen + 1 + dlen > DNS_NAME_MAX)
-		return TERN_EINVAL;
-
-	l = calloc(1, sizeof(*l));
-	if (!l)
-		return TERN_ENOMEM;
+	}
 	l->d = d;
-	l->cb = cb;
-	l->arg = arg;
-	memcpy(l->qname, service, slen);
-	l->qname[slen] = '.';
-	memcpy(l->qname + slen + 1, domain, dlen);
-	l->qname[slen + 1 + dlen] = '\0';
+	if (prefix) {
+		memcpy(l->qname, prefix, plen);
+		l->qname[plen] = '.';
+		off = plen + 1;
+	}
+	memcpy(l->qname + off, name, nlen);
+	l->qname[off + nlen] = '\0';
 	l->deadline = uv_now(d->loop) + d->timeout_ms;
 	l->phase = DNS_PHASE_SRV;
 	l->prev = d->tail;
@@ -1044,7 +1230,32 @@ dns_srv(struct dns *d, const char *service, const char *domain,
 	 * call back (and drop its reference) before ares_query returns. */
 	l->pending = 2;
 	l->starting = true;
-	ares_query(d->ch, l->qname, ns_c_in, ns_t_srv, dns_srv_query_cb, l);
+	switch (l->kind) {
+	case DNS_KIND_SRV:
+		ares_query(d->ch, l->qname, ns_c_in, ns_t_srv, dns_srv_query_cb,
+		    l);
+		break;
+	case DNS_KIND_TXT:
+		ares_query(d->ch, l->qname, ns_c_in, ns_t_txt, dns_txt_query_cb,
+		    l);
+		break;
+	case DNS_KIND_ADDRS: {
+		struct ares_addrinfo_hints hints;
+		char fqdn[DNS_NAME_MAX + 2];
+
+		/* Exactly this name: no search domains (see dns_srv_answer). */
+		snprintf(fqdn, sizeof(fqdn), "%s.", l->qname);
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		l->nrecs = 1;
+		l->addr_left = 1;
+		l->areq[0].l = l;
+		l->areq[0].status = ARES_ENODATA;
+		ares_getaddrinfo(d->ch, fqdn, NULL, &hints, dns_addr_cb,
+		    &l->areq[0]);
+		break;
+	}
+	}
 	l->starting = false;
 	l->pending--;
 	if (l->done) {
@@ -1057,6 +1268,65 @@ dns_srv(struct dns *d, const char *service, const char *domain,
 	if (d->depth == 0)
 		dns_rearm(d);
 	return 0;
+}
+
+/* dns_lookup_new: a lookup of kind for a caller; NULL when out of memory. */
+static struct dns_lookup *
+dns_lookup_new(void *arg, enum dns_kind kind)
+{
+	struct dns_lookup *l = calloc(1, sizeof(*l));
+
+	if (l) {
+		l->kind = kind;
+		l->arg = arg;
+	}
+	return l;
+}
+
+int
+dns_srv(struct dns *d, const char *service, const char *domain,
+    dns_srv_cb cb, void *arg)
+{
+	struct dns_lookup *l;
+
+	if (!d || !service || !domain || !cb)
+		return TERN_EINVAL;
+	if (d->closing)
+		return TERN_ESTATE;
+	if (!(l = dns_lookup_new(arg, DNS_KIND_SRV)))
+		return TERN_ENOMEM;
+	l->cb = cb;
+	return dns_start(d, l, service, domain);
+}
+
+int
+dns_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg)
+{
+	struct dns_lookup *l;
+
+	if (!d || !name || !cb)
+		return TERN_EINVAL;
+	if (d->closing)
+		return TERN_ESTATE;
+	if (!(l = dns_lookup_new(arg, DNS_KIND_TXT)))
+		return TERN_ENOMEM;
+	l->txt_cb = cb;
+	return dns_start(d, l, NULL, name);
+}
+
+int
+dns_addrs(struct dns *d, const char *host, dns_addrs_cb cb, void *arg)
+{
+	struct dns_lookup *l;
+
+	if (!d || !host || !cb)
+		return TERN_EINVAL;
+	if (d->closing)
+		return TERN_ESTATE;
+	if (!(l = dns_lookup_new(arg, DNS_KIND_ADDRS)))
+		return TERN_ENOMEM;
+	l->addrs_cb = cb;
+	return dns_start(d, l, NULL, host);
 }
 
 void

@@ -9,7 +9,10 @@
  * A struct dns is a long-lived object on one loop, like a libuv handle: it
  * owns one c-ares channel, one uv_poll_t per socket c-ares opens and one
  * uv_timer_t that drives c-ares' retransmissions and each lookup's deadline.
- * A dns_srv call is a one-shot request.
+ * dns_srv, dns_txt and dns_addrs calls are one-shot requests.
+ *
+ * Every answer carries the TTLs DNS gave it (seconds), so that a caller
+ * can cache it: c-ares does not cache, and neither does this file.
  *
  * Callback rules (libuv's):
  *  - If a function that takes a callback fails synchronously (returns
@@ -17,9 +20,11 @@
  *  - Otherwise the callback is called exactly once, never from inside the
  *    dns_srv call that started it: with the result, with an error, or with
  *    TERN_ECANCELED when dns_close runs first.
- *  - Callbacks may call dns_srv and dns_close.
+ *  - Callbacks may call dns_srv, dns_txt, dns_addrs and dns_close.
  *
- * Errors a dns_srv callback sees, and what a caller should do with them:
+ * Errors a callback sees, and what a caller should do with them (dns_txt
+ * and dns_addrs the same, for their record types; DNS_ENOSERVICE is
+ * dns_srv's only):
  *   0               targets to try, in order
  *   TERN_ENOTFOUND  the domain publishes no SRV record for the service
  *                   (NXDOMAIN or no data). RFC 2782 leaves the fallback to
@@ -59,6 +64,9 @@
 #define DNS_MAX_SRV 32           /* SRV records one dns_srv considers */
 #define DNS_MAX_ADDRS_PER_HOST 8 /* addresses kept per SRV target */
 #define DNS_DETAIL_MAX 320       /* the operator text, with its NUL */
+#define DNS_MAX_ADDRS 16         /* addresses one dns_addrs returns */
+#define DNS_MAX_TXT 16           /* TXT records one dns_txt returns */
+#define DNS_TXT_LEN_MAX 1024     /* bytes of one TXT record's text */
 #define DNS_TIMEOUT_MS_DEFAULT 5000
 #define DNS_TRIES_DEFAULT 2
 
@@ -84,6 +92,21 @@ struct dns_target {
 	uint16_t priority;           /* lower is tried first */
 	uint16_t weight;             /* share within a priority */
 	char addr[DNS_ADDR_MAX];     /* IPv4 or IPv6 literal */
+	uint32_t ttl;                /* seconds: min of the SRV record's
+	                                and the address's TTL */
+};
+
+/* One address of a name (dns_addrs). */
+struct dns_addr {
+	char addr[DNS_ADDR_MAX];     /* IPv4 or IPv6 literal */
+	uint32_t ttl;                /* seconds, from its A/AAAA record */
+};
+
+/* One TXT record (dns_txt): its character-strings joined, as RFC 7208
+ * 3.3 and DKIM do, so a long value may be split into 255-byte pieces. */
+struct dns_txt_rec {
+	char text[DNS_TXT_LEN_MAX + 1]; /* the bytes, then a NUL */
+	size_t len;                     /* bytes before the NUL */
 };
 
 /*
@@ -95,6 +118,24 @@ struct dns_target {
  */
 typedef void (*dns_srv_cb)(void *arg, int err,
     const struct dns_target *targets, size_t n, const char *detail);
+
+/*
+ * dns_addrs_cb: the result of dns_addrs: n addresses (borrowed, valid
+ * only during the call), in the order c-ares sorts them (RFC 6724).
+ */
+typedef void (*dns_addrs_cb)(void *arg, int err,
+    const struct dns_addr *addrs, size_t n, const char *detail);
+
+/*
+ * dns_txt_cb: the result of dns_txt: n records (borrowed, valid only
+ * during the call) in the order of the answer, and the smallest TTL among
+ * them (seconds). Records holding a NUL byte or longer than
+ * DNS_TXT_LEN_MAX, and any after the first DNS_MAX_TXT, are left out and
+ * counted in detail. A name with TXT records none of which fits answers
+ * 0 with n == 0.
+ */
+typedef void (*dns_txt_cb)(void *arg, int err, const struct dns_txt_rec *recs,
+    size_t n, uint32_t ttl, const char *detail);
 
 /* dns_close_cb: everything dns_new allocated is released. */
 typedef void (*dns_close_cb)(void *arg);
@@ -120,6 +161,23 @@ int dns_new(uv_loop_t *loop, const struct dns_config *cfg,
  */
 int dns_srv(struct dns *d, const char *service, const char *domain,
     dns_srv_cb cb, void *arg) TERN_WUR;
+
+/*
+ * dns_addrs: looks up host's A and AAAA records (no hosts file when
+ * cfg.nameserver is set; exactly host, no search domains) and calls cb
+ * once. Up to DNS_MAX_ADDRS addresses, each with its TTL. TERN_ENOTFOUND
+ * when host has neither. Returns as dns_srv.
+ */
+int dns_addrs(struct dns *d, const char *host, dns_addrs_cb cb, void *arg)
+    TERN_WUR;
+
+/*
+ * dns_txt: looks up the TXT records of name (e.g. "_tern-key.example.org")
+ * and calls cb once. TERN_ENOTFOUND when there are none. Returns as
+ * dns_srv.
+ */
+int dns_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg)
+    TERN_WUR;
 
 /*
  * dns_close: cancels pending lookups, closes the handles and frees d; cb

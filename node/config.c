@@ -49,7 +49,8 @@ enum cfg_type {
 	CT_BOOL,            /* bool */
 	CT_DURATION,        /* milliseconds, uint32_t or uint64_t */
 	CT_SIZE,            /* bytes, uint32_t or uint64_t */
-	CT_UINT             /* a count, uint32_t or uint64_t */
+	CT_UINT,            /* a count, uint32_t or uint64_t */
+	CT_TEXT             /* char[CONFIG_TEXT_MAX], checked by its user */
 };
 
 struct cfg_opt {
@@ -154,11 +155,29 @@ static const struct cfg_opt cfg_opts[] = {
 	    "How long a user whose last device disconnected still shows as "
 	    "online, so that a quick reconnect does not flicker to their "
 	    "contacts."},
+
+	{"federation", "listen", CT_TEXT, CFG_FIELD(fed_listen), "none", 0, 0,
+	    "Where other domains' nodes connect (numeric HOST:PORT; the "
+	    "standard port is 7371), or none: federation off, and envelopes "
+	    "for other domains are refused as unreachable."},
+	{"federation", "peers", CT_TEXT, CFG_FIELD(fed_peers), "none", 0, 0,
+	    "Static routes, checked before DNS: DOMAIN=HOST:PORT, or "
+	    "DOMAIN=HOST:PORT/KEY to pin that node's key (base64, as in its "
+	    "_tern-key TXT record), separated by commas; or none."},
+	{"federation", "dns_servers", CT_TEXT, CFG_FIELD(fed_dns), "system",
+	    0, 0,
+	    "The DNS servers asked for _tern-fed._tcp and _tern-key records "
+	    "(IP or IP:PORT, comma-separated), or system for resolv.conf."},
+	{"federation", "retention", CT_DURATION, CFG_FIELD(fed_retention_ms),
+	    "7d", CFG_S, 365 * CFG_D,
+	    "How long an envelope for another domain waits for that domain's "
+	    "node before its sender is told it expired undelivered."},
 };
 
 #define CFG_NOPTS (sizeof(cfg_opts) / sizeof(cfg_opts[0]))
 
-static const char *const cfg_sections[] = {"node", "limits", "presence"};
+static const char *const cfg_sections[] = {"node", "limits", "presence",
+    "federation"};
 
 /* State of one config_load, shared by the line reader and the handler. */
 struct cfg_parse {
@@ -433,6 +452,14 @@ cfg_set(const struct cfg_opt *o, struct node_config *cfg, const char *value,
 		memcpy((unsigned char *)cfg + o->port_off, &a.port,
 		    sizeof(a.port));
 		return 0;
+	case CT_TEXT:
+		if (len >= CONFIG_TEXT_MAX) {
+			snprintf(why, whylen, "longer than %d bytes",
+			    CONFIG_TEXT_MAX - 1);
+			return TERN_EFIELD;
+		}
+		memcpy(f, value, len + 1);
+		return 0;
 	case CT_PATH:
 		if (len >= CONFIG_PATH_MAX) {
 			snprintf(why, whylen, "path longer than %d bytes",
@@ -596,7 +623,8 @@ cfg_line_check(struct cfg_parse *p, const char *s, size_t n)
 		}
 		if (!cfg_section_known(s + 1, (size_t)(rb - s - 1))) {
 			cfg_fail(p, p->lineno, "unknown section [%.*s] (the "
-			    "sections are [node], [limits] and [presence])",
+			    "sections are [node], [limits], [presence] and "
+			    "[federation])",
 			    (int)(rb - s - 1), s + 1);
 			return -1;
 		}

@@ -34,6 +34,7 @@
 
 #define CONFIG_PATH_MAX 1024      /* bytes in a path, with its NUL */
 #define CONFIG_HOST_MAX 46        /* a numeric IPv6 address and its NUL */
+#define CONFIG_TEXT_MAX 1024      /* a free-form value, with its NUL */
 #define CONFIG_ADDR_MAX 56        /* "[host]:port" and its NUL */
 #define CONFIG_FILE_MAX 65536     /* bytes in a config file */
 #define CONFIG_ERR_MAX 512        /* enough for any error message */
@@ -75,6 +76,13 @@ struct node_config {
 
 	/* [presence] */
 	uint32_t online_threshold_ms;    /* grace before "offline"; 10s */
+
+	/* [federation] (SPEC.md section 13) */
+	char fed_listen[CONFIG_TEXT_MAX]; /* "HOST:PORT" or "none" (off) */
+	char fed_peers[CONFIG_TEXT_MAX];  /* "D=HOST:PORT[/KEY],..." or
+	                                    "none" */
+	char fed_dns[CONFIG_TEXT_MAX];    /* "IP[:PORT],..." or "system" */
+	uint64_t fed_retention_ms;       /* outbound queue lifetime; 7d */
 };
 
 /*

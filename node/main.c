@@ -29,6 +29,7 @@
 #include "admin.h"
 #include "adminctl.h"
 #include "config.h"
+#include "discover.h"
 #include "keyfile.h"
 #include "log.h"
 #include "server.h"
@@ -65,16 +66,38 @@ fail(const char *fmt, ...)
 	return 1;
 }
 
+/*
+ * print_records: every DNS record the operator must publish, in zone-file
+ * syntax so that it can be pasted (lines starting ";" are comments):
+ * the clients' SRV, the federation SRV and the node key TXT that peers
+ * check a node against (federation/discover.h, SPEC.md "Federation").
+ */
 static void
 print_records(const char *domain, uint16_t port, const uint8_t pub[32])
 {
-	char b64[64];
+	char b64[64], txt[FDISC_KEY_TEXT_MAX];
 
 	if (keyfile_pub_base64(pub, b64, sizeof(b64)) != 0)
 		b64[0] = '\0';
-	printf("DNS records to publish for %s (replace HOST with this node's "
-	    "host name):\n", domain);
-	printf("  _tern._tcp.%s. 3600 IN SRV 10 10 %u HOST.\n", domain, port);
+	if (fdisc_key_format(pub, txt, sizeof(txt)) != 0)
+		txt[0] = '\0';
+	printf("; DNS records to publish for %s (replace HOST with this "
+	    "node's host name):\n", domain);
+	printf("; clients find the node here:\n");
+	printf("_tern._tcp.%s. 3600 IN SRV 10 10 %u HOST.\n", domain, port);
+	printf("; other nodes find it here (federation); there is no "
+	    "federation listener\n; setting yet, so this is its default "
+	    "port, %u:\n", FDISC_DEFAULT_PORT);
+	printf("%s.%s. 3600 IN SRV 10 10 %u HOST.\n", FDISC_SERVICE, domain,
+	    FDISC_DEFAULT_PORT);
+	printf("; other nodes check this node's key against this record "
+	    "(keep the old\n; one next to a new one while rotating keys):\n");
+	printf("%s.%s. 3600 IN TXT \"%s\"\n", FDISC_KEY_LABEL, domain, txt);
+	printf("; and HOST. needs A and/or AAAA records with the node's "
+	    "public addresses:\n");
+	printf(";   HOST. 3600 IN A <IPv4>\n;   HOST. 3600 IN AAAA <IPv6>\n");
+	printf("; To refuse federation instead, publish a target of \".\":\n");
+	printf(";   %s.%s. 3600 IN SRV 0 0 0 .\n", FDISC_SERVICE, domain);
 	printf("Node key (clients may pin it): %s\n", b64);
 }
 

@@ -37,6 +37,7 @@
 #include "http.h"
 #include "ident.h"
 #include "keyfile.h"
+#include "fed.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
@@ -121,7 +122,10 @@ struct session {
 /* A store request's context: the session may close before it completes,
  * so the session is kept (pending count) until the completion runs. */
 struct req_ctx {
-	struct session *ss;         /* requester */
+	struct server *srv;         /* the node */
+	struct session *ss;         /* requester; NULL for a FED_ENV */
+	void (*done)(void *, int);  /* FED_ENV: answer the link instead */
+	void *done_arg;             /* its argument */
 	uint32_t req;               /* its req id */
 	uint8_t type;               /* request type */
 	uint8_t env_id[MSG_ID_LEN]; /* SEND: envelope id */
@@ -167,6 +171,7 @@ struct server {
 	struct req_ctx **pp;        /* pushed before commit, by recipient
 	                               and envelope id (SRV_PP_BUCKETS) */
 	struct ratelimit *bundle_rl; /* BUNDLE_GET per (requester, target) */
+	struct fed *fed;            /* federation, or NULL when off */
 	uint64_t clock_skew_ms;     /* added to the rate limit's clock
 	                               (server_clock_advance, tests only) */
 	bool overloaded;            /* shedding load */
@@ -576,6 +581,12 @@ ctx_sent(struct server *srv, struct req_ctx *c)
 {
 	struct msg m = {.type = MSG_SENT, .req = c->req};
 
+	if (c->done != NULL) {
+		/* From another node: OK on its link, once. */
+		c->done(c->done_arg, 0);
+		c->done = NULL;
+		return;
+	}
 	memcpy(m.u.sent.id, c->env_id, MSG_ID_LEN);
 	if (c->ss->state == SS_AUTHED)
 		(void)session_send(c->ss, &m);
@@ -585,6 +596,12 @@ ctx_sent(struct server *srv, struct req_ctx *c)
 static void
 ctx_free(struct server *srv, struct req_ctx *c)
 {
+	if (c->done != NULL) {
+		/* Never answered (the node is stopping): the other node
+		 * sends it again. */
+		c->done(c->done_arg, TERN_ECLOSED);
+		c->done = NULL;
+	}
 	pp_remove(srv, c);
 	if (c->rcpt != NULL)
 		user_put(srv, c->rcpt);
@@ -600,11 +617,15 @@ enqueue_done(void *arg, int status, const struct store_result *res)
 {
 	struct req_ctx *c = arg;
 	struct session *ss = c->ss, *to;
-	struct server *srv = ss->srv;
+	struct server *srv = c->srv;
 
 	pp_remove(srv, c);
 	if (status == TERN_ECANCELED) {
 		/* Acknowledged by its recipient first: SENT went then. */
+		if (c->done != NULL) {
+			c->done(c->done_arg, 0);
+			c->done = NULL;
+		}
 		ctx_free(srv, c);
 		return;
 	}
@@ -615,7 +636,10 @@ enqueue_done(void *arg, int status, const struct store_result *res)
 			srv->m.disk_errors_total++;
 		/* A pushed copy may have reached the device; the sender
 		 * resends, and the device drops the duplicate by id. */
-		if (ss->state == SS_AUTHED)
+		if (c->done != NULL) {
+			c->done(c->done_arg, status);
+			c->done = NULL;
+		} else if (ss->state == SS_AUTHED)
 			session_error(ss, c->req, status, NULL);
 		ctx_free(srv, c);
 		return;
@@ -653,7 +677,9 @@ enqueue_submit(struct server *srv, struct req_ctx *c)
 	memcpy(e.env_id, c->env_id, MSG_ID_LEN);
 	e.cls = c->cls;
 	e.sender_addr = c->from;
-	e.sender_user = c->ss->user != NULL ? c->ss->user->user_id : 0;
+	/* Only local senders get notices; a remote one's node does. */
+	e.sender_user = c->ss != NULL && c->ss->user != NULL ?
+	    c->ss->user->user_id : 0;
 	e.sender_device = c->from_device;
 	e.sent_ms = (int64_t)c->sent_ms;
 	e.received_ms = (int64_t)now;
@@ -679,7 +705,10 @@ deferred_drain(struct server *srv)
 		srv->ndeferred--;
 		c->next = NULL;
 		if ((r = enqueue_submit(srv, c)) != 0) {
-			if (c->ss->state == SS_AUTHED)
+			if (c->done != NULL) {
+				c->done(c->done_arg, r);
+				c->done = NULL;
+			} else if (c->ss->state == SS_AUTHED)
 				session_error(c->ss, c->req, r, NULL);
 			ctx_free(srv, c);
 		}
@@ -737,6 +766,8 @@ addr_local(struct server *srv, const struct msg_str *a, char *buf, size_t cap)
 	return buf;
 }
 
+static void send_remote(struct session *ss, const struct msg *m);
+
 static void
 handle_send(struct session *ss, const struct msg *m)
 {
@@ -757,9 +788,13 @@ handle_send(struct session *ss, const struct msg *m)
 		return;
 	}
 	if (addr_local(srv, &s->to, name, sizeof(name)) == NULL) {
-		session_error(ss, m->req, TERN_EUNREACH,
-		    "recipient's domain is not served here (federation is "
-		    "not enabled)");
+		if (srv->fed == NULL) {
+			session_error(ss, m->req, TERN_EUNREACH,
+			    "recipient's domain is not served here "
+			    "(federation is not enabled)");
+			return;
+		}
+		send_remote(ss, m);
 		return;
 	}
 	/* A device that is logged in exists and is active (disabling an
@@ -800,6 +835,7 @@ handle_send(struct session *ss, const struct msg *m)
 		session_error(ss, m->req, TERN_ENOMEM, NULL);
 		return;
 	}
+	c->srv = srv;
 	c->ss = ss;
 	ss->pending++;
 	c->req = m->req;
@@ -1295,6 +1331,7 @@ ctx_new(struct session *ss, const struct msg *m)
 		session_error(ss, m->req, TERN_ENOMEM, NULL);
 		return NULL;
 	}
+	c->srv = ss->srv;
 	c->ss = ss;
 	ss->pending++;
 	c->req = m->req;
@@ -1609,6 +1646,451 @@ handle_bundle_get(struct session *ss, const struct msg *m)
 	    bundle_done, c));
 }
 
+
+/* --- federation (SPEC.md section 13; fed.c does the links) -------------- */
+
+/* addr_domain_of: the domain part of an address (NUL-terminated). */
+static const char *
+addr_domain_of(const struct msg_str *a, char *buf, size_t cap)
+{
+	struct ident_addr ia;
+
+	if (ident_addr_split(a->p, a->len, &ia) != 0 || ia.domain_len >= cap)
+		return NULL;
+	memcpy(buf, ia.domain, ia.domain_len);
+	buf[ia.domain_len] = '\0';
+	return buf;
+}
+
+struct fedq_ctx {
+	struct session *ss;
+	uint32_t req;
+	uint8_t env_id[MSG_ID_LEN];
+	char domain[IDENT_DOMAIN_MAX + 1];
+};
+
+static void
+fedq_done(void *arg, int status, const struct store_result *res)
+{
+	struct fedq_ctx *q = arg;
+	struct session *ss = q->ss;
+	struct server *srv = ss->srv;
+
+	if (status == 0) {
+		struct msg m = {.type = MSG_SENT, .req = q->req};
+		memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
+		if (ss->state == SS_AUTHED)
+			(void)session_send(ss, &m);
+		if (srv->fed != NULL)
+			fed_kick(srv->fed, q->domain);
+	} else {
+		if (status == TERN_EDISK)
+			srv->m.disk_errors_total++;
+		if (ss->state == SS_AUTHED)
+			session_error(ss, q->req, status, status == TERN_EBUSY ?
+			    "the outbound queue is full" : NULL);
+	}
+	free(q);
+	session_release(ss);
+}
+
+/*
+ * send_remote: a SEND for another domain: durable in the outbound queue
+ * (then SENT), or, for class 3, onto the link if it is up (SENT either
+ * way: ephemeral envelopes are never kept).
+ */
+static void
+send_remote(struct session *ss, const struct msg *m)
+{
+	const struct msg_send *s = &m->u.send;
+	struct server *srv = ss->srv;
+	char from[SRV_ADDR_BUF], to[SRV_ADDR_BUF];
+	struct store_fed_in in = {0};
+	struct fedq_ctx *q;
+	uint64_t now = now_ms();
+	int r;
+
+	if ((q = calloc(1, sizeof(*q))) == NULL) {
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return;
+	}
+	if (addr_domain_of(&s->to, q->domain, sizeof(q->domain)) == NULL) {
+		free(q);
+		session_error(ss, m->req, TERN_EFIELD, NULL);
+		return;
+	}
+	snprintf(from, sizeof(from), "%s@%s", ss->user->name,
+	    srv->cfg.domain);
+	snprintf(to, sizeof(to), "%.*s", (int)s->to.len, s->to.p);
+	if (s->class == MSG_CLASS_EPHEMERAL) {
+		struct msg sent = {.type = MSG_SENT, .req = m->req};
+		struct msg_fed_env e = {0};
+		memcpy(e.id, s->id, MSG_ID_LEN);
+		e.from.p = from;
+		e.from.len = strlen(from);
+		e.from_device = ss->device_id;
+		e.to = s->to;
+		e.to_device = s->to_device;
+		e.class = s->class;
+		e.timestamp_ms = s->timestamp_ms;
+		e.received_ms = now;
+		e.payload = s->payload;
+		if (fed_send_now(srv->fed, q->domain, &e) != 0)
+			srv->m.ephemeral_dropped_total++;
+		memcpy(sent.u.sent.id, s->id, MSG_ID_LEN);
+		(void)session_send(ss, &sent);
+		free(q);
+		return;
+	}
+	q->ss = ss;
+	q->req = m->req;
+	memcpy(q->env_id, s->id, MSG_ID_LEN);
+	in.dest_domain = q->domain;
+	memcpy(in.env_id, s->id, MSG_ID_LEN);
+	in.to_addr = to;
+	in.to_device = s->to_device;
+	in.cls = s->class;
+	in.sender_user = ss->user->user_id;
+	in.sender_addr = from;
+	in.sender_device = ss->device_id;
+	in.sent_ms = (int64_t)s->timestamp_ms;
+	in.received_ms = (int64_t)now;
+	in.expires_ms = (int64_t)(now + srv->cfg.fed_retention_ms);
+	in.payload = s->payload.p;
+	in.payload_len = s->payload.len;
+	ss->pending++;
+	if ((r = store_fed_enqueue(srv->store, &in, fedq_done, q)) != 0) {
+		ss->pending--;
+		free(q);
+		session_error(ss, m->req, r, NULL);
+	}
+}
+
+struct fwd_ctx {
+	struct session *ss;
+	uint32_t req;
+};
+
+static void
+forward_done(void *arg, int status, const struct msg *resp)
+{
+	struct fwd_ctx *x = arg;
+	struct session *ss = x->ss;
+
+	if (ss->state == SS_AUTHED) {
+		if (status != 0) {
+			session_error(ss, x->req, status, "the user's node "
+			    "could not be reached");
+		} else {
+			struct msg out = *resp;
+			out.req = x->req;
+			(void)session_send(ss, &out);
+		}
+	}
+	free(x);
+	session_release(ss);
+}
+
+/* forward_remote: 1 if m is about a user of another domain and was
+ * relayed (or answered), 0 if it is ours to answer. */
+static int
+forward_remote(struct session *ss, const struct msg *m,
+    const struct msg_str *user)
+{
+	struct server *srv = ss->srv;
+	char name[STORE_NAME_MAX + 1], dom[IDENT_DOMAIN_MAX + 1];
+	char me[SRV_ADDR_BUF];
+	struct fwd_ctx *x;
+	int r;
+
+	if (addr_local(srv, user, name, sizeof(name)) != NULL ||
+	    srv->fed == NULL)
+		return 0;
+	if (addr_domain_of(user, dom, sizeof(dom)) == NULL) {
+		session_error(ss, m->req, TERN_EFIELD, NULL);
+		return 1;
+	}
+	if ((x = malloc(sizeof(*x))) == NULL) {
+		session_error(ss, m->req, TERN_ENOMEM, NULL);
+		return 1;
+	}
+	x->ss = ss;
+	x->req = m->req;
+	snprintf(me, sizeof(me), "%s@%s", ss->user->name, srv->cfg.domain);
+	ss->pending++;
+	if ((r = fed_forward(srv->fed, dom, me, m, forward_done, x)) != 0) {
+		ss->pending--;
+		free(x);
+		session_error(ss, m->req, r, NULL);
+	}
+	return 1;
+}
+
+/* The hooks fed.c calls. */
+
+static int
+fed_hook_deliver(void *arg, const struct msg_fed_env *e,
+    void (*done)(void *, int), void *darg)
+{
+	struct server *srv = arg;
+	char name[STORE_NAME_MAX + 1];
+	uint8_t key[STORE_KEY_LEN];
+	struct store_user_info ui;
+	struct session *to;
+	struct req_ctx *c;
+	struct nuser *ru;
+	int r;
+
+	srv->m.envelopes_in_total[e->class < 4 ? e->class : 0]++;
+	if (addr_local(srv, &e->to, name, sizeof(name)) == NULL)
+		return TERN_EUNREACH;
+	ru = user_by_name(srv, name);
+	if (ru != NULL && user_device(ru, e->to_device) != NULL) {
+		ui.user_id = ru->user_id;
+	} else if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
+	    (r = store_device_lookup(srv->store, name, e->to_device,
+	    key)) != 0) {
+		return r == TERN_EDENIED ? r : TERN_ENOUSER;
+	}
+	if (e->class == MSG_CLASS_EPHEMERAL) {
+		char from[SRV_ADDR_BUF];
+		ru = user_find(srv, ui.user_id);
+		to = ru ? user_device(ru, e->to_device) : NULL;
+		snprintf(from, sizeof(from), "%.*s", (int)e->from.len,
+		    e->from.p);
+		if (to != NULL && to->live && !srv->overloaded)
+			push_deliver(to, e->id, from, e->from_device, e->class,
+			    e->timestamp_ms, e->received_ms, e->payload.p,
+			    e->payload.len);
+		else
+			srv->m.ephemeral_dropped_total++;
+		done(darg, 0);
+		return 0;
+	}
+	if (store_pending(srv->store) > SRV_OVERLOAD_HIGH)
+		return TERN_EBUSY; /* the other node retries */
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (e->payload.len > 0 &&
+	    (c->payload = malloc(e->payload.len)) == NULL)) {
+		free(c);
+		return TERN_ENOMEM;
+	}
+	c->srv = srv;
+	c->done = done;
+	c->done_arg = darg;
+	c->type = MSG_SEND;
+	c->t0_us = mono_us();
+	memcpy(c->env_id, e->id, MSG_ID_LEN);
+	c->cls = e->class;
+	c->sent_ms = e->timestamp_ms;
+	c->rcpt_device = e->to_device;
+	c->from_device = e->from_device;
+	snprintf(c->from, sizeof(c->from), "%.*s", (int)e->from.len,
+	    e->from.p);
+	if (e->payload.len > 0)
+		memcpy(c->payload, e->payload.p, e->payload.len);
+	c->payload_len = (uint32_t)e->payload.len;
+	if ((c->rcpt = user_get(srv, ui.user_id, name)) == NULL) {
+		c->done = NULL;
+		ctx_free(srv, c);
+		return TERN_ENOMEM;
+	}
+	/* The envelope goes to the store first; a live device hears it at
+	 * the commit (enqueue_done), so the OK to the other node always
+	 * means durable. */
+	to = user_device(c->rcpt, c->rcpt_device);
+	if (to != NULL && !to->live)
+		to->dirty = true;
+	if ((r = enqueue_submit(srv, c)) != 0) {
+		c->done = NULL;
+		ctx_free(srv, c);
+		return r;
+	}
+	return 0;
+}
+
+struct freq_ctx {
+	struct server *srv;
+	void (*done)(void *, const struct msg *);
+	void *arg;
+	int64_t target_user;
+	char user[SRV_ADDR_BUF];
+};
+
+static void
+fed_error_resp(void (*done)(void *, const struct msg *), void *arg, int code)
+{
+	struct msg m = {.type = MSG_ERROR};
+
+	m.u.error.code = (uint16_t)(code < 0 ? -code : code);
+	m.u.error.detail.p = tern_strerror(code);
+	m.u.error.detail.len = strlen(m.u.error.detail.p);
+	done(arg, &m);
+}
+
+static void
+fed_bundle_done(void *arg, int status, const struct store_result *res)
+{
+	struct freq_ctx *x = arg;
+	struct server *srv = x->srv;
+	uint8_t recs[STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN];
+	uint8_t rec[MSG_BUNDLE_REC_LEN];
+	struct msg out = {.type = MSG_BUNDLE};
+	struct buf_writer w;
+	struct session *to;
+	struct nuser *t;
+	size_t i;
+
+	if (status != 0) {
+		fed_error_resp(x->done, x->arg, status);
+		free(x);
+		return;
+	}
+	buf_writer_init(&w, recs, sizeof(recs));
+	out.u.bundle.user.p = x->user;
+	out.u.bundle.user.len = strlen(x->user);
+	for (i = 0; i < res->n_bundles; i++) {
+		bundle_record(rec, &res->bundles[i]);
+		if (msg_record_add(&out.u.bundle.devices, &w, rec,
+		    sizeof(rec)) != 0)
+			break;
+		srv->m.bundles_served_total++;
+		if (res->bundles[i].prekey_id == STORE_LAST_RESORT_ID)
+			srv->m.prekeys_exhausted_total++;
+	}
+	x->done(x->arg, &out);
+	t = user_find(srv, x->target_user);
+	for (i = 0; t != NULL && i < res->n_bundles; i++) {
+		const struct store_bundle *b = &res->bundles[i];
+		if (b->prekeys_left < SRV_PREKEYS_LOW &&
+		    (to = user_device(t, b->device_id)) != NULL)
+			keys_count_send(to, 0, b->prekeys_left,
+			    b->signed_prekey_id);
+	}
+	free(x);
+}
+
+/* A remote requester's key for the bundle rate limit: a hash of its
+ * address with the top bit set, apart from local user ids. */
+static uint64_t
+remote_key(const char *addr)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *addr != '\0'; addr++)
+		h = (h ^ (uint8_t)*addr) * 1099511628211ull;
+	return h | (1ull << 63);
+}
+
+static int
+fed_hook_request(void *arg, const char *requester, const struct msg *req,
+    void (*done)(void *, const struct msg *), void *darg)
+{
+	struct server *srv = arg;
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+	const struct msg_str *user;
+	int r;
+
+	user = req->type == MSG_DEVICE_LIST ? &req->u.device_list.user :
+	    req->type == MSG_PROFILE_GET ? &req->u.profile_get.user :
+	    &req->u.bundle_get.user;
+	if (addr_local(srv, user, name, sizeof(name)) == NULL) {
+		fed_error_resp(done, darg, TERN_EUNREACH);
+		return 0;
+	}
+	if (store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE) {
+		fed_error_resp(done, darg, TERN_ENOUSER);
+		return 0;
+	}
+	switch (req->type) {
+	case MSG_DEVICE_LIST: {
+		struct store_device_info di[MSG_DEVICES_MAX];
+		uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN];
+		struct msg out = {.type = MSG_DEVICES};
+		struct buf_writer w;
+		size_t n = 0, i;
+		if (store_device_list(srv->store, ui.user_id, di,
+		    MSG_DEVICES_MAX, &n) != 0) {
+			fed_error_resp(done, darg, TERN_ENOUSER);
+			return 0;
+		}
+		if (n > MSG_DEVICES_MAX)
+			n = MSG_DEVICES_MAX;
+		buf_writer_init(&w, recs, sizeof(recs));
+		out.u.devices.user = *user;
+		for (i = 0; i < n; i++) {
+			uint8_t rr[4];
+			buf_store_be32(rr, di[i].device_id);
+			if (msg_record_add(&out.u.devices.device_ids, &w, rr,
+			    4) != 0)
+				break;
+		}
+		done(darg, &out);
+		return 0;
+	}
+	case MSG_PROFILE_GET: {
+		struct store_profile pr;
+		struct msg out = {.type = MSG_PROFILE};
+		if (store_profile_get(srv->store, ui.user_id, &pr) != 0) {
+			fed_error_resp(done, darg, TERN_ENOUSER);
+			return 0;
+		}
+		out.u.profile.user = *user;
+		out.u.profile.name.p = pr.display_name;
+		out.u.profile.name.len = strnlen(pr.display_name,
+		    MSG_NAME_MAX);
+		out.u.profile.status.p = pr.status_text;
+		out.u.profile.status.len = strnlen(pr.status_text,
+		    MSG_STATUS_MAX);
+		done(darg, &out);
+		return 0;
+	}
+	default: {
+		struct freq_ctx *x;
+		r = ratelimit_take(srv->bundle_rl, remote_key(requester),
+		    (uint64_t)ui.user_id, uv_now(srv->loop) +
+		    srv->clock_skew_ms);
+		if (r != 0) {
+			if (r == TERN_ERATE)
+				srv->m.bundle_rate_limited_total++;
+			fed_error_resp(done, darg, r);
+			return 0;
+		}
+		if ((x = calloc(1, sizeof(*x))) == NULL)
+			return TERN_ENOMEM;
+		x->srv = srv;
+		x->done = done;
+		x->arg = darg;
+		x->target_user = ui.user_id;
+		snprintf(x->user, sizeof(x->user), "%.*s", (int)user->len,
+		    user->p);
+		if ((r = store_bundle_get(srv->store, ui.user_id,
+		    req->u.bundle_get.device_id, fed_bundle_done, x)) != 0) {
+			free(x);
+			return r;
+		}
+		return 0;
+	}
+	}
+}
+
+static void
+fed_hook_notice(void *arg, int64_t user_id, uint32_t device_id)
+{
+	struct server *srv = arg;
+	struct nuser *u = user_find(srv, user_id);
+	struct session *to;
+
+	if (u == NULL || (to = user_device(u, device_id)) == NULL ||
+	    to->state != SS_AUTHED)
+		return;
+	to->live = false;
+	to->dirty = true;
+	session_fetch(to);
+}
+
 static void
 handle_authed(struct session *ss, const struct msg *m)
 {
@@ -1636,7 +2118,8 @@ handle_authed(struct session *ss, const struct msg *m)
 		    simple_done, c));
 		return;
 	case MSG_DEVICE_LIST:
-		handle_device_list(ss, m);
+		if (!forward_remote(ss, m, &m->u.device_list.user))
+			handle_device_list(ss, m);
 		return;
 	case MSG_DEVICE_REMOVE:
 		if ((c = ctx_new(ss, m)) == NULL)
@@ -1659,7 +2142,8 @@ handle_authed(struct session *ss, const struct msg *m)
 		return;
 	}
 	case MSG_PROFILE_GET:
-		handle_profile_get(ss, m);
+		if (!forward_remote(ss, m, &m->u.profile_get.user))
+			handle_profile_get(ss, m);
 		return;
 	case MSG_PRIVACY_SET:
 		if ((c = ctx_new(ss, m)) == NULL)
@@ -1710,7 +2194,8 @@ handle_authed(struct session *ss, const struct msg *m)
 		handle_keys_status(ss, m);
 		return;
 	case MSG_BUNDLE_GET:
-		handle_bundle_get(ss, m);
+		if (!forward_remote(ss, m, &m->u.bundle_get.user))
+			handle_bundle_get(ss, m);
 		return;
 	default:
 		session_error(ss, m->req, TERN_ETYPE,
@@ -2130,6 +2615,17 @@ server_http_closed(void *arg)
 	server_part_closed(arg);
 }
 
+/* server_fed_stopped: federation's links and queries are gone; the
+ * client connections and then the store follow. */
+static void
+server_fed_stopped(void *arg)
+{
+	struct server *s = arg;
+
+	s->fed = NULL;
+	net_loop_close(&s->nl, server_net_closed, s);
+}
+
 void
 server_stop(struct server *s)
 {
@@ -2142,7 +2638,16 @@ server_stop(struct server *s)
 	uv_close((uv_handle_t *)&s->sigint, server_handle_closed);
 	uv_close((uv_handle_t *)&s->timer, server_handle_closed);
 	http_server_close(s->http, server_http_closed, s);
-	net_loop_close(&s->nl, server_net_closed, s);
+	if (s->fed != NULL)
+		fed_stop(s->fed, server_fed_stopped, s);
+	else
+		net_loop_close(&s->nl, server_net_closed, s);
+}
+
+uint16_t
+server_fed_port(const struct server *s)
+{
+	return s->fed != NULL ? fed_port(s->fed) : 0;
 }
 
 uint16_t
@@ -2245,6 +2750,24 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	if ((r = http_server_set_token(srv->http, srv->admin_token)) != 0) {
 		http_server_close(srv->http, NULL, NULL);
 		goto fail_net;
+	}
+	if (strcmp(cfg->fed_listen, "none") != 0) {
+		struct fed_config fc = {0};
+		struct fed_hooks fh = {0};
+		fc.domain = cfg->domain;
+		fc.priv = srv->priv;
+		fc.listen = cfg->fed_listen;
+		fc.peers = cfg->fed_peers;
+		fc.dns_servers = cfg->fed_dns;
+		fh.deliver = fed_hook_deliver;
+		fh.request = fed_hook_request;
+		fh.notice_wake = fed_hook_notice;
+		fh.srv = srv;
+		if ((r = fed_start(loop, &srv->nl, srv->store, &fc, &fh,
+		    &srv->fed)) != 0) {
+			http_server_close(srv->http, NULL, NULL);
+			goto fail_net;
+		}
 	}
 	uv_signal_init(loop, &srv->sigterm);
 	uv_signal_init(loop, &srv->sigint);

@@ -46,4 +46,7 @@ void server_clock_advance(struct server *s, uint64_t ms);
  * them is written, lets the store commit everything, then calls done. */
 void server_stop(struct server *s);
 
+/* server_fed_port: the federation port (0 when federation is off). */
+uint16_t server_fed_port(const struct server *s);
+
 #endif

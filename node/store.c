@@ -16,6 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STORE_DEF_QUOTA_COUNT 20000u
 #define STORE_DEF_QUOTA_BYTES (64ull << 20)
@@ -27,6 +28,8 @@
 #define STORE_DEF_EXPIRE_MAX 1024u
 #define STORE_DEF_FETCH_BYTES (1u << 20)
 #define STORE_DEF_NOTICE_TTL_MS (30ll * 24 * 3600 * 1000)
+#define STORE_DEF_FED_QUEUE_MAX 1000000u
+#define STORE_DEF_FED_QUEUE_BYTES (4ull << 30)
 
 struct store {
 	uv_loop_t *loop;                    /* the loop thread's loop */
@@ -91,7 +94,8 @@ store_backend_find(const char *name)
 static int
 store_op_is_read(enum store_op op)
 {
-	return op == STORE_OP_FETCH;
+	return op == STORE_OP_FETCH || op == STORE_OP_FED_FETCH ||
+	    op == STORE_OP_FED_DOMAINS;
 }
 
 /*
@@ -220,6 +224,7 @@ store_req_free(struct store_req *r)
 	free(r->out_envs);
 	free(r->out_buf);
 	free(r->out_bundles);
+	free(r->out_fed);
 	free(r);
 }
 
@@ -417,6 +422,12 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_config *cfg)
 	s->lim.busy_timeout_ms =
 	    STORE_DEF(cfg->busy_timeout_ms, STORE_DEF_BUSY_MS);
 	s->lim.max_page_count = cfg->max_page_count;
+	s->lim.fed_queue_max =
+	    STORE_DEF(cfg->fed_queue_max, STORE_DEF_FED_QUEUE_MAX);
+	if (cfg->fed_queue_max == UINT32_MAX)
+		s->lim.fed_queue_max = UINT64_MAX;
+	s->lim.fed_queue_bytes =
+	    STORE_DEF(cfg->fed_queue_bytes, STORE_DEF_FED_QUEUE_BYTES);
 	s->lim.durability = cfg->durability;
 	s->batch_max = STORE_DEF(cfg->batch_max, STORE_DEF_BATCH_MAX);
 	s->commit_delay_us = cfg->commit_delay_us == UINT32_MAX ? 0 :
@@ -887,6 +898,174 @@ store_bundle_get(struct store *s, int64_t user_id, uint32_t device_id,
 	return store_submit(s, r);
 }
 
+/* --- The outbound federation queue ---------------------------------------- */
+
+/*
+ * store_addr_in_domain: addr is "local@domain" with a non-empty local part
+ * and exactly domain after its last '@'. The link sends an entry to
+ * dest_domain's node, which accepts only its own users: an entry whose
+ * address says otherwise could never be delivered.
+ */
+static int
+store_addr_in_domain(const char *addr, size_t alen, const char *domain,
+    size_t dlen)
+{
+	size_t at = alen;
+
+	while (at > 0 && addr[at - 1] != '@')
+		at--;
+	/* at is now one past the last '@', or 0 if there is none. */
+	return at > 1 && alen - at == dlen &&
+	    memcmp(addr + at, domain, dlen) == 0;
+}
+
+int
+store_fed_enqueue(struct store *s, const struct store_fed_in *e, store_cb cb,
+    void *arg)
+{
+	struct store_req *r;
+	size_t dlen, tlen, alen;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (e == NULL ||
+	    store_strlen(e->dest_domain, STORE_DOMAIN_MAX, 0, &dlen) != 0 ||
+	    store_strlen(e->to_addr, STORE_ADDR_MAX, 0, &tlen) != 0 ||
+	    !store_addr_in_domain(e->to_addr, tlen, e->dest_domain, dlen) ||
+	    store_strlen(e->sender_addr, STORE_ADDR_MAX, 0, &alen) != 0 ||
+	    e->to_device == 0 || e->sender_user <= 0 || e->sender_device == 0 ||
+	    (e->cls != STORE_CLASS_MESSAGE && e->cls != STORE_CLASS_RECEIPT) ||
+	    e->payload_len > STORE_PAYLOAD_MAX ||
+	    (e->payload == NULL && e->payload_len != 0))
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_FED_ENQUEUE,
+	    dlen + tlen + alen + 3 + e->payload_len, cb, arg);
+	if (r != NULL) {
+		cur = r->data;
+		r->u.fed_enq = *e;
+		r->u.fed_enq.dest_domain = store_req_str(&cur, e->dest_domain,
+		    dlen);
+		r->u.fed_enq.to_addr = store_req_str(&cur, e->to_addr, tlen);
+		r->u.fed_enq.sender_addr = store_req_str(&cur, e->sender_addr,
+		    alen);
+		r->u.fed_enq.payload = store_req_copy(&cur, e->payload,
+		    e->payload_len);
+	}
+	return store_submit(s, r);
+}
+
+int
+store_fed_fetch(struct store *s, const char *dest_domain, int64_t after_seq,
+    uint32_t limit, store_cb cb, void *arg)
+{
+	struct store_req *r;
+	size_t dlen;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (store_strlen(dest_domain, STORE_DOMAIN_MAX, 0, &dlen) != 0 ||
+	    limit == 0 || limit > STORE_FED_FETCH_MAX || cb == NULL)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_FED_FETCH, dlen + 1, cb, arg);
+	if (r != NULL) {
+		cur = r->data;
+		r->u.fed_fetch.domain = store_req_str(&cur, dest_domain, dlen);
+		r->u.fed_fetch.after_seq = after_seq;
+		r->u.fed_fetch.limit = limit;
+	}
+	return store_submit(s, r);
+}
+
+int
+store_fed_done(struct store *s, const int64_t *seqs, size_t n, store_cb cb,
+    void *arg)
+{
+	struct store_req *r;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (seqs == NULL || n == 0 || n > STORE_FED_DONE_MAX)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_FED_DONE, n * sizeof(*seqs), cb, arg);
+	if (r != NULL) {
+		/* data[] follows the 8-aligned union: aligned for int64_t. */
+		cur = r->data;
+		r->u.fed_done.seqs = store_req_copy(&cur, seqs, n * sizeof(*seqs));
+		r->u.fed_done.n = n;
+	}
+	return store_submit(s, r);
+}
+
+/*
+ * store_wall_ms: the wall clock in ms, for the refusal notice's timestamps
+ * (the caller of store_fed_refuse has no time of its own to give).
+ */
+static int64_t
+store_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+store_fed_refuse(struct store *s, int64_t seq, uint8_t kind, store_cb cb,
+    void *arg)
+{
+	struct store_req *r;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (kind != STORE_NOTICE_EXPIRED && kind != STORE_NOTICE_REFUSED)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_FED_REFUSE, 0, cb, arg);
+	if (r != NULL) {
+		r->u.fed_one.seq = seq;
+		r->u.fed_one.kind = kind;
+		r->u.fed_one.now_ms = store_wall_ms();
+	}
+	return store_submit(s, r);
+}
+
+int
+store_fed_attempt(struct store *s, int64_t seq, store_cb cb, void *arg)
+{
+	struct store_req *r;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	r = store_req_new(STORE_OP_FED_ATTEMPT, 0, cb, arg);
+	if (r != NULL)
+		r->u.fed_one.seq = seq;
+	return store_submit(s, r);
+}
+
+int
+store_fed_domains(struct store *s, const char *after, store_cb cb, void *arg)
+{
+	struct store_req *r;
+	size_t alen = 0;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (after == NULL)
+		after = "";
+	if (store_strlen(after, STORE_DOMAIN_MAX, 1, &alen) != 0 || cb == NULL)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_FED_DOMAINS, alen + 1, cb, arg);
+	if (r != NULL) {
+		cur = r->data;
+		r->u.fed_fetch.domain = store_req_str(&cur, after, alen);
+		r->u.fed_fetch.limit = STORE_FED_DOMAINS_MAX;
+	}
+	return store_submit(s, r);
+}
+
 /* --- Synchronous lookups -------------------------------------------------- */
 
 int
@@ -1034,19 +1213,21 @@ store_stats(struct store *s, struct store_stats *out)
 	out->devices = db.devices;
 	out->queued = db.queued;
 	out->queued_bytes = db.queued_bytes;
+	out->fed_queued = db.fed_queued;
+	out->fed_queued_bytes = db.fed_queued_bytes;
 	return 0;
 }
 
 /* --- Notices -------------------------------------------------------------- */
 
 size_t
-store_notice_build(uint8_t *buf, uint8_t ref_cls,
+store_notice_build(uint8_t *buf, uint8_t kind, uint8_t ref_cls,
     const uint8_t ref_env_id[STORE_ENV_ID_LEN], uint32_t peer_device,
     const char *peer_addr, size_t peer_len)
 {
 	if (peer_len > 255)
 		peer_len = 255; /* cannot happen: addresses are capped lower */
-	buf[0] = STORE_NOTICE_EXPIRED;
+	buf[0] = kind;
 	buf[1] = ref_cls;
 	memcpy(buf + 2, ref_env_id, STORE_ENV_ID_LEN);
 	buf[18] = (uint8_t)(peer_device >> 24);

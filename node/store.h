@@ -1,7 +1,9 @@
 /*
  * store.h: ternd's durable state: users, devices, invites, contacts,
- * profiles, the devices' public end-to-end keys (SPEC.md section 12) and
- * the queue of opaque encrypted envelopes kept for offline devices.
+ * profiles, the devices' public end-to-end keys (SPEC.md section 12), the
+ * queue of opaque encrypted envelopes kept for offline devices, and the
+ * outbound queue of envelopes waiting for other domains' nodes (SPEC.md
+ * 13.2).
  *
  * Storage sits behind a small backend interface (store_internal.h) so that
  * a PostgreSQL backend can serve one domain from several nodes later;
@@ -69,6 +71,12 @@
 #define STORE_PREKEY_ID_MAX 0xFFFFFEu /* one-time and signed prekey ids */
 #define STORE_LAST_RESORT_ID 0xFFFFFFu /* the last-resort prekey's id */
 #define STORE_BUNDLES_MAX 64      /* devices in one bundle fetch */
+#define STORE_DOMAIN_MAX 253      /* a destination domain name */
+#define STORE_FED_FETCH_MAX 256   /* entries per store_fed_fetch */
+#define STORE_FED_DONE_MAX 1024   /* seqs per store_fed_done */
+#define STORE_FED_DOMAINS_MAX 256 /* domains per store_fed_domains */
+#define STORE_FED_ATTEMPTS_MAX 10 /* failed sends before an entry is set
+                                     aside (SPEC.md 13.2): the caller's rule */
 
 /* Envelope classes. Class 3 (ephemeral: typing, presence) is never stored. */
 #define STORE_CLASS_MESSAGE 1
@@ -83,15 +91,20 @@
  * sender device 0 (the node). The payload is plaintext from the node:
  *
  *   offset  size  field
- *   0       1     kind          STORE_NOTICE_EXPIRED: never delivered
+ *   0       1     kind          STORE_NOTICE_EXPIRED: never delivered;
+ *                               STORE_NOTICE_REFUSED: another domain's
+ *                               node refused it (store_fed_refuse)
  *   1       1     ref class     class of the envelope concerned (1 or 2)
  *   2       16    ref env id    id of the envelope concerned
  *   18      4     peer device   recipient device, big-endian
  *   22      1     peer length   n, bytes of the peer address
  *   23      n     peer address  recipient "name@domain" (or "name" when the
  *                               store has no domain configured), no NUL
+ *
+ * The kind is the NOTICE message's kind (SPEC.md 4.19) unchanged.
  */
 #define STORE_NOTICE_EXPIRED 1
+#define STORE_NOTICE_REFUSED 2
 #define STORE_NOTICE_HDR_LEN 23
 
 /* User states. A name is never registered twice, whatever its state. */
@@ -137,6 +150,9 @@ struct store_config {
 	                                before taking it; 500 (UINT32_MAX: none) */
 	uint32_t max_page_count;     /* TESTS ONLY: cap the database at this many
 	                                pages so writes fail with SQLITE_FULL */
+	uint32_t fed_queue_max;      /* outbound federation entries, all
+	                                domains together; 1,000,000 */
+	uint64_t fed_queue_bytes;    /* their payload bytes; 4 GiB */
 };
 
 struct store; /* opaque */
@@ -176,6 +192,8 @@ struct store_env_in {
 };
 
 struct store_bundle; /* below, with the keys */
+struct store_fed_env; /* below, with the outbound queue */
+struct store_fed_domain;
 
 /*
  * What an asynchronous request produced. Which fields are set depends on
@@ -200,6 +218,17 @@ struct store_result {
 	uint32_t signed_prekey_id;          /* keys_put: the device's current */
 	const struct store_bundle *bundles; /* bundle_get: in device order */
 	size_t n_bundles;
+	const struct store_fed_env *fed_envs; /* fed_fetch: in seq order */
+	size_t n_fed_envs;
+	const struct store_fed_domain *fed_domains; /* fed_domains: by name */
+	size_t n_fed_domains;
+	uint32_t fed_expired;               /* expire: outbound entries removed
+	                                       (their notices are in notices) */
+	uint32_t fed_deleted;               /* fed_done: entries removed */
+	uint32_t attempts;                  /* fed_attempt: the new count */
+	int64_t notice_user;                /* fed_refuse: the local user whose
+	                                       device got the notice, or 0 */
+	uint32_t notice_device;             /* fed_refuse: that device, or 0 */
 };
 
 typedef void (*store_cb)(void *arg, int status, const struct store_result *res);
@@ -373,10 +402,152 @@ int store_fetch(struct store *s, int64_t user_id, uint32_t device_id,
  * sender is local (sender_user != 0 at enqueue) and whose sending device
  * still exists, a STORE_NOTICE_EXPIRED notice with a random id is queued
  * to that device (notices bypass the quota; expired notices vanish
- * silently). res->expired, res->notices, res->more (run again soon). The
- * caller runs it on a timer.
+ * silently). The same pass removes outbound federation entries with
+ * expires_ms < now_ms (within the same expire_max budget) and notices
+ * their senders the same way. res->expired (local envelopes),
+ * res->fed_expired (outbound entries), res->notices (all notices queued),
+ * res->more (run again soon). The caller runs it on a timer.
  */
 int store_expire(struct store *s, int64_t now_ms, store_cb cb,
+    void *arg) TERN_WUR;
+
+/* --- The outbound federation queue (SPEC.md 13.2) ---------------------- */
+
+/*
+ * Envelopes that local users sent to users of other domains wait here,
+ * per destination domain in the order accepted, until the destination's
+ * node answers OK (store_fed_done), refuses them for good
+ * (store_fed_refuse) or they expire (store_expire). This queue is apart
+ * from the local one: its entries have no local recipient, are bounded by
+ * fed_queue_max / fed_queue_bytes for the whole node rather than by a
+ * user's quota, and stay queued when their sender is disabled or deleted
+ * (SPEC.md 6.6). Seqs count up across the whole queue and are never
+ * reused, so a link may page with "seq > after_seq" across restarts.
+ */
+
+/* An outbound envelope to queue: input of store_fed_enqueue, copied. */
+struct store_fed_in {
+	const char *dest_domain;            /* destination domain, 1..253 bytes;
+	                                       to_addr's domain part, byte for
+	                                       byte */
+	uint8_t env_id[STORE_ENV_ID_LEN];   /* sender-chosen id; retries reuse it */
+	const char *to_addr;                /* remote recipient "name@domain" */
+	uint32_t to_device;                 /* its device, >= 1 */
+	uint8_t cls;                        /* STORE_CLASS_MESSAGE or _RECEIPT */
+	int64_t sender_user;                /* local sender's user id, > 0: gets
+	                                       the notices */
+	const char *sender_addr;            /* "name@ourdomain" */
+	uint32_t sender_device;             /* sending device, >= 1 */
+	int64_t sent_ms;                    /* sender's timestamp */
+	int64_t received_ms;                /* when this node took it */
+	int64_t expires_ms;                 /* received_ms + [federation]
+	                                       retention */
+	const uint8_t *payload;             /* opaque ciphertext */
+	size_t payload_len;                 /* <= STORE_PAYLOAD_MAX */
+};
+
+/*
+ * One queued outbound envelope as store_fed_fetch returns it. All
+ * pointers are borrowed: valid only during the callback.
+ */
+struct store_fed_env {
+	int64_t seq;                        /* queue position; sending order */
+	const char *dest_domain;
+	uint8_t env_id[STORE_ENV_ID_LEN];
+	const char *to_addr;
+	uint32_t to_device;
+	uint8_t cls;                        /* STORE_CLASS_MESSAGE or _RECEIPT */
+	int64_t sender_user;
+	const char *sender_addr;
+	uint32_t sender_device;
+	int64_t sent_ms;
+	int64_t received_ms;
+	int64_t expires_ms;
+	uint32_t attempts;                  /* failed sends so far */
+	const uint8_t *payload;
+	size_t payload_len;
+};
+
+/* A destination domain with queued entries (store_fed_domains). */
+struct store_fed_domain {
+	const char *domain;                 /* borrowed: valid during the cb */
+	uint64_t count;                     /* entries queued for it */
+	uint64_t bytes;                     /* their payload bytes */
+};
+
+/*
+ * store_fed_enqueue queues one envelope for a remote recipient device. It
+ * goes through the writer and its group commit like store_enqueue: cb(0)
+ * means committed. Result: res->seq. If an entry with the same (env_id,
+ * to_addr, to_device) is queued, nothing is stored and the request
+ * succeeds with res->duplicate = 1 and the existing seq. Errors:
+ * TERN_EBUSY (the outbound queue holds fed_queue_max entries or would
+ * exceed fed_queue_bytes; nothing stored), TERN_EDISK (disk full; the
+ * whole batch failed, retry later), TERN_ENOUSER (sender_user is no user
+ * of this node); synchronously TERN_EINVAL (class not
+ * 1 or 2, payload too big, empty or too long strings, to_addr not ending
+ * in "@" dest_domain, sender_user or a device 0).
+ */
+int store_fed_enqueue(struct store *s, const struct store_fed_in *e,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_fed_fetch returns up to limit (1..STORE_FED_FETCH_MAX) entries
+ * queued for dest_domain with seq > after_seq, in seq order, and
+ * res->more if there are more (also when fetch_bytes_max cut the list
+ * short; at least one entry is returned). Like store_fetch it is served
+ * by the writer right after its batch commits, so it sees every write
+ * submitted before it. res->fed_envs is borrowed for the callback. cb
+ * must not be NULL.
+ */
+int store_fed_fetch(struct store *s, const char *dest_domain,
+    int64_t after_seq, uint32_t limit, store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_fed_done removes entries the destination accepted (answered OK),
+ * n (1..STORE_FED_DONE_MAX) seqs in one request, hence one transaction.
+ * A seq no longer queued (done twice, expired meanwhile) is skipped, not
+ * an error. Result: res->fed_deleted. cb may be NULL.
+ */
+int store_fed_done(struct store *s, const int64_t *seqs, size_t n,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_fed_refuse removes one entry and, in the same transaction, queues
+ * a notice of kind (STORE_NOTICE_REFUSED for a final refusal or for an
+ * entry set aside after STORE_FED_ATTEMPTS_MAX failures;
+ * STORE_NOTICE_EXPIRED if the caller finds it expired) to the sending
+ * device, whose peer is the remote recipient (to_addr, to_device). As with
+ * expiry, no notice is queued if that device no longer exists (removed,
+ * or its user deleted); the notice bypasses the quota and lives
+ * notice_ttl_ms. Result: res->notices (0 or 1), res->notice_user and
+ * res->notice_device (the device to wake so that it fetches the notice;
+ * 0 if none). Errors: TERN_ENOTFOUND (seq not queued); synchronously
+ * TERN_EINVAL for another kind. The notice's timestamps come from the
+ * wall clock when the request is submitted.
+ */
+int store_fed_refuse(struct store *s, int64_t seq, uint8_t kind,
+    store_cb cb, void *arg) TERN_WUR;
+
+/*
+ * store_fed_attempt counts one failed send of the entry (persisted).
+ * Result: res->attempts, the new count; the caller sets the entry aside
+ * with store_fed_refuse when it reaches STORE_FED_ATTEMPTS_MAX. Errors:
+ * TERN_ENOTFOUND (seq not queued).
+ */
+int store_fed_attempt(struct store *s, int64_t seq, store_cb cb,
+    void *arg) TERN_WUR;
+
+/*
+ * store_fed_domains lists the destination domains that have entries
+ * queued, with their counts, in name (byte) order: up to
+ * STORE_FED_DOMAINS_MAX domains sorting after `after` ("" or NULL: from
+ * the first), and res->more if there are more (call again with the last
+ * name). For startup (open a link to each) and metrics. Served after the
+ * writer's commit like store_fed_fetch; cb must not be NULL.
+ * res->fed_domains is borrowed for the callback.
+ */
+int store_fed_domains(struct store *s, const char *after, store_cb cb,
     void *arg) TERN_WUR;
 
 /* --- End-to-end keys (SPEC.md section 12) ------------------------------- */
@@ -479,6 +650,8 @@ struct store_stats {
 	uint64_t devices;
 	uint64_t queued;                    /* envelopes + notices waiting */
 	uint64_t queued_bytes;
+	uint64_t fed_queued;                /* outbound federation entries */
+	uint64_t fed_queued_bytes;          /* their payload bytes */
 	uint64_t commits;                   /* since open: transactions committed */
 	uint64_t batches;                   /* batches with writes, incl. failed */
 	uint64_t failed_batches;            /* rolled back (disk full, ...) */

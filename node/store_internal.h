@@ -32,7 +32,14 @@ enum store_op {
 	STORE_OP_EXPIRE,
 	STORE_OP_KEYS_PUT,
 	STORE_OP_BUNDLE_GET,
-	STORE_OP_FETCH,          /* the one read: served after the commit */
+	STORE_OP_FED_ENQUEUE,
+	STORE_OP_FED_DONE,
+	STORE_OP_FED_REFUSE,
+	STORE_OP_FED_ATTEMPT,
+	/* Reads: served after the batch's commit, outside its transaction. */
+	STORE_OP_FETCH,
+	STORE_OP_FED_FETCH,
+	STORE_OP_FED_DOMAINS,
 };
 
 /*
@@ -54,6 +61,8 @@ struct store_req {
 	uint8_t *out_buf;                /* fetch: strings and payloads */
 	struct store_bundle *out_bundles; /* bundle_get: malloc'd, freed by
 	                                    the front */
+	void *out_fed;                   /* fed_fetch, fed_domains: their
+	                                    malloc'd array, freed by the front */
 	union {
 		struct {
 			uint8_t hash[STORE_INVITE_HASH_LEN];
@@ -110,6 +119,22 @@ struct store_req {
 			int64_t user_id;
 			uint32_t device_id;      /* 0: every device */
 		} bundle;
+		struct store_fed_in fed_enq;     /* pointers into data[] */
+		struct {
+			const char *domain;      /* fed_fetch; fed_domains: the
+			                            name to list after ("") */
+			int64_t after_seq;
+			uint32_t limit;
+		} fed_fetch;
+		struct {
+			const int64_t *seqs;     /* into data[] */
+			size_t n;
+		} fed_done;
+		struct {
+			int64_t seq;
+			uint8_t kind;            /* fed_refuse: STORE_NOTICE_* */
+			int64_t now_ms;          /* fed_refuse: the notice's time */
+		} fed_one;                       /* fed_refuse, fed_attempt */
 	} u;
 	char data[];                     /* copies of variable-size inputs */
 };
@@ -127,6 +152,8 @@ struct store_limits {
 	uint32_t max_page_count;         /* 0: leave SQLite's default */
 	enum store_durability durability;
 	const char *domain;              /* owned by the front, or NULL */
+	uint64_t fed_queue_max;          /* outbound entries, all domains */
+	uint64_t fed_queue_bytes;        /* their payload bytes */
 };
 
 struct store_backend; /* defined by each backend */
@@ -164,7 +191,10 @@ struct store_backend_ops {
 	int (*exec)(struct store_backend *be, struct store_req *req);
 	int (*commit)(struct store_backend *be);
 	void (*rollback)(struct store_backend *be);
-	/* fetch runs outside any transaction; returns the request's status. */
+	/*
+	 * fetch serves the reads (STORE_OP_FETCH, _FED_FETCH, _FED_DOMAINS)
+	 * outside any transaction; returns the request's status.
+	 */
 	int (*fetch)(struct store_backend *be, struct store_req *req);
 
 	int (*user_lookup)(struct store_backend *be, const char *name,
@@ -187,14 +217,15 @@ struct store_backend_ops {
 	    const char *address);
 	int (*keys_count)(struct store_backend *be, int64_t user_id,
 	    uint32_t device_id, uint32_t *prekeys, uint32_t *signed_prekey_id);
-	/* Fills users, devices, queued, queued_bytes. */
+	/* Fills users, devices, queued, queued_bytes, fed_queued,
+	 * fed_queued_bytes. */
 	int (*stats)(struct store_backend *be, struct store_stats *out);
 };
 
 extern const struct store_backend_ops store_sqlite_ops;
 
 /* Writes a notice payload; returns its length (buf >= HDR + 255 bytes). */
-size_t store_notice_build(uint8_t *buf, uint8_t ref_cls,
+size_t store_notice_build(uint8_t *buf, uint8_t kind, uint8_t ref_cls,
     const uint8_t ref_env_id[STORE_ENV_ID_LEN], uint32_t peer_device,
     const char *peer_addr, size_t peer_len);
 

@@ -146,6 +146,50 @@ static const char *const sq_migrations[] = {
 	"    REFERENCES device_keys(user_id, device_id)"
 	") WITHOUT ROWID;"
 	"PRAGMA user_version = 2;",
+
+	/*
+	 * 3: the outbound federation queue (SPEC.md 13.2). Entries have no
+	 * local recipient, so they live apart from envelopes; sender_user
+	 * references users, whose rows are never deleted, so an entry
+	 * outlives its sender's devices (SPEC.md 6.6). seq is AUTOINCREMENT
+	 * for the same reason as the envelopes': links page with "seq > ?".
+	 * fed_usage keeps per-domain counts (the list of domains to connect
+	 * to, without a scan) and fed_total the node-wide bound, both
+	 * updated in the transaction that adds or removes the entry.
+	 */
+	"CREATE TABLE fed_queue("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  dest_domain TEXT NOT NULL,"
+	"  env_id BLOB NOT NULL CHECK (length(env_id) = 16),"
+	"  to_addr TEXT NOT NULL,"
+	"  to_device INTEGER NOT NULL CHECK (to_device > 0),"
+	"  class INTEGER NOT NULL CHECK (class IN (1, 2)),"
+	"  sender_user INTEGER NOT NULL REFERENCES users(id),"
+	"  sender_addr TEXT NOT NULL,"
+	"  sender_device INTEGER NOT NULL,"
+	"  sent_ms INTEGER NOT NULL,"
+	"  received_ms INTEGER NOT NULL,"
+	"  expires_ms INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  payload BLOB NOT NULL"
+	");"
+	"CREATE UNIQUE INDEX fed_queue_by_id"
+	"  ON fed_queue(env_id, to_addr, to_device);"
+	/* Serves "dest_domain = ? AND seq > ? ORDER BY seq". */
+	"CREATE INDEX fed_queue_by_domain ON fed_queue(dest_domain, seq);"
+	"CREATE INDEX fed_queue_by_expiry ON fed_queue(expires_ms);"
+	"CREATE TABLE fed_usage("
+	"  dest_domain TEXT PRIMARY KEY,"       /* only domains with entries */
+	"  queued INTEGER NOT NULL,"
+	"  queued_bytes INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE fed_total("
+	"  id INTEGER PRIMARY KEY CHECK (id = 1),"
+	"  queued INTEGER NOT NULL,"
+	"  queued_bytes INTEGER NOT NULL"
+	");"
+	"INSERT INTO fed_total(id, queued, queued_bytes) VALUES (1, 0, 0);"
+	"PRAGMA user_version = 3;",
 };
 #define SQ_SCHEMA_VERSION \
 	((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
@@ -204,6 +248,19 @@ enum {
 	W_PREKEY_TAKE,
 	W_PREKEY_DELETE_DEVICE,
 	W_PREKEY_DELETE_USER,
+	W_FED_INSERT,
+	W_FED_SEQ_BY_ID,
+	W_FED_DELETE_SEQ,
+	W_FED_REMOVE,
+	W_FED_TOTAL_ADD_CHECKED,
+	W_FED_TOTAL_SUB,
+	W_FED_USAGE_ADD,
+	W_FED_USAGE_SUB,
+	W_FED_USAGE_DROP,
+	W_FED_ATTEMPT,
+	W_FED_EXPIRED,
+	W_FED_FETCH,
+	W_FED_DOMAINS,
 	W__COUNT
 };
 
@@ -343,6 +400,51 @@ static const char *const sq_wsql[W__COUNT] = {
 	[W_PREKEY_DELETE_DEVICE] =
 	    "DELETE FROM prekeys WHERE user_id = ?1 AND device_id = ?2",
 	[W_PREKEY_DELETE_USER] = "DELETE FROM prekeys WHERE user_id = ?1",
+	[W_FED_INSERT] =
+	    "INSERT INTO fed_queue(dest_domain, env_id, to_addr, to_device, "
+	    "class, sender_user, sender_addr, sender_device, sent_ms, "
+	    "received_ms, expires_ms, payload) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+	    "ON CONFLICT (env_id, to_addr, to_device) DO NOTHING",
+	[W_FED_SEQ_BY_ID] =
+	    "SELECT seq FROM fed_queue "
+	    "WHERE env_id = ?1 AND to_addr = ?2 AND to_device = ?3",
+	[W_FED_DELETE_SEQ] = "DELETE FROM fed_queue WHERE seq = ?1",
+	[W_FED_REMOVE] =
+	    "DELETE FROM fed_queue WHERE seq = ?1 "
+	    "RETURNING dest_domain, env_id, to_addr, to_device, class, "
+	    "sender_user, sender_device, length(payload)",
+	/* The bound check and the increment in one statement. */
+	[W_FED_TOTAL_ADD_CHECKED] =
+	    "UPDATE fed_total SET queued = queued + 1, "
+	    "queued_bytes = queued_bytes + ?1 "
+	    "WHERE id = 1 AND queued < ?2 AND queued_bytes + ?1 <= ?3",
+	[W_FED_TOTAL_SUB] =
+	    "UPDATE fed_total SET queued = queued - 1, "
+	    "queued_bytes = queued_bytes - ?1 WHERE id = 1",
+	[W_FED_USAGE_ADD] =
+	    "INSERT INTO fed_usage(dest_domain, queued, queued_bytes) "
+	    "VALUES (?1, 1, ?2) ON CONFLICT (dest_domain) DO UPDATE SET "
+	    "queued = queued + 1, queued_bytes = queued_bytes + ?2",
+	[W_FED_USAGE_SUB] =
+	    "UPDATE fed_usage SET queued = queued - 1, "
+	    "queued_bytes = queued_bytes - ?2 WHERE dest_domain = ?1",
+	[W_FED_USAGE_DROP] =
+	    "DELETE FROM fed_usage WHERE dest_domain = ?1 AND queued <= 0",
+	[W_FED_ATTEMPT] =
+	    "UPDATE fed_queue SET attempts = attempts + 1 WHERE seq = ?1 "
+	    "RETURNING attempts",
+	[W_FED_EXPIRED] =
+	    "SELECT seq FROM fed_queue WHERE expires_ms < ?1 "
+	    "ORDER BY expires_ms LIMIT ?2",
+	[W_FED_FETCH] =
+	    "SELECT seq, env_id, to_addr, to_device, class, sender_user, "
+	    "sender_addr, sender_device, sent_ms, received_ms, expires_ms, "
+	    "attempts, payload FROM fed_queue "
+	    "WHERE dest_domain = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+	[W_FED_DOMAINS] =
+	    "SELECT dest_domain, queued, queued_bytes FROM fed_usage "
+	    "WHERE dest_domain > ?1 ORDER BY dest_domain LIMIT ?2",
 };
 
 /* Statements of the read-only connection. */
@@ -360,6 +462,7 @@ enum {
 	R_STATS_DEVICES,
 	R_STATS_QUEUE,
 	R_KEYS_COUNT,
+	R_STATS_FED,
 	R__COUNT
 };
 
@@ -402,6 +505,7 @@ static const char *const sq_rsql[R__COUNT] = {
 	    "SELECT k.signed_prekey_id, (SELECT count(*) FROM prekeys p "
 	    "WHERE p.user_id = ?1 AND p.device_id = ?2) FROM device_keys k "
 	    "WHERE k.user_id = ?1 AND k.device_id = ?2",
+	[R_STATS_FED] = "SELECT queued, queued_bytes FROM fed_total WHERE id = 1",
 };
 
 /* One row picked by an expiry pass. */
@@ -620,7 +724,8 @@ sq_open_map(int rc)
 static int
 sq_migrate(sqlite3 *db)
 {
-	int64_t version, app_id, objects;
+	/* Zeroed: gcc -O3 cannot see that sq_query_int sets them on 0. */
+	int64_t version = 0, app_id = 0, objects = 0;
 	int rc, err;
 
 	rc = sq_script(db, "BEGIN IMMEDIATE");
@@ -1473,37 +1578,26 @@ sq_ack(struct store_backend *be, struct store_req *req)
 }
 
 /*
- * sq_notice queues an "expired undelivered" notice about x to its local
- * sender's device. A sender device removed meanwhile fails the foreign key:
- * then there is nobody to tell and *queued stays 0.
+ * sq_notice_queue queues a notice of kind about envelope (ref_cls,
+ * ref_id), addressed to peer_addr's peer_device, to the local sending
+ * device (sender_user, sender_device). A sender device removed meanwhile
+ * (or its user deleted) fails the foreign key: then there is nobody to
+ * tell and *queued stays 0.
  */
 static int
-sq_notice(struct store_backend *be, const struct sq_expired *x, int64_t now,
-    int *queued)
+sq_notice_queue(struct store_backend *be, uint8_t kind, uint8_t ref_cls,
+    const uint8_t ref_id[STORE_ENV_ID_LEN], const char *peer_addr,
+    size_t peer_len, uint32_t peer_device, int64_t sender_user,
+    uint32_t sender_device, int64_t now, int *queued)
 {
 	struct store_env_in n;
-	char name[STORE_NAME_MAX + 1], addr[STORE_ADDR_MAX + 1];
-	size_t alen;
-	int rc, state, inserted;
+	int rc, inserted;
 	ssize_t got;
 
 	*queued = 0;
-	rc = sq_user_state(be, x->rcpt_user, &state, NULL, name, sizeof(name));
-	if (rc != SQLITE_ROW)
-		return rc == SQLITE_DONE ? SQLITE_OK : rc;
-	/*
-	 * A valid address is at most STORE_ADDR_MAX bytes (ident.h checks
-	 * names at registration), so this fits the notice's u8 length.
-	 */
-	if (be->lim.domain != NULL)
-		snprintf(addr, sizeof(addr), "%s@%s", name, be->lim.domain);
-	else
-		snprintf(addr, sizeof(addr), "%s", name);
-	alen = strlen(addr);
-
 	memset(&n, 0, sizeof(n));
-	n.rcpt_user = x->sender_user;
-	n.rcpt_device = x->sender_device;
+	n.rcpt_user = sender_user;
+	n.rcpt_device = sender_device;
 	do
 		got = getrandom(n.env_id, sizeof(n.env_id), 0);
 	while (got < 0 && errno == EINTR);
@@ -1515,8 +1609,8 @@ sq_notice(struct store_backend *be, const struct sq_expired *x, int64_t now,
 	n.sent_ms = n.received_ms = now;
 	n.expires_ms = now + be->lim.notice_ttl_ms;
 	n.payload = be->notice;
-	n.payload_len = store_notice_build(be->notice, x->cls, x->env_id,
-	    x->rcpt_device, addr, alen);
+	n.payload_len = store_notice_build(be->notice, kind, ref_cls, ref_id,
+	    peer_device, peer_addr, peer_len);
 
 	rc = sq_env_insert(be, &n, &inserted);
 	if (sq_is_constraint(rc))
@@ -1532,6 +1626,292 @@ sq_notice(struct store_backend *be, const struct sq_expired *x, int64_t now,
 			return rc;
 	}
 	*queued = 1;
+	return SQLITE_OK;
+}
+
+/*
+ * sq_notice queues an "expired undelivered" notice about the local
+ * envelope x to its local sender's device.
+ */
+static int
+sq_notice(struct store_backend *be, const struct sq_expired *x, int64_t now,
+    int *queued)
+{
+	char name[STORE_NAME_MAX + 1], addr[STORE_ADDR_MAX + 1];
+	int rc, state;
+
+	*queued = 0;
+	rc = sq_user_state(be, x->rcpt_user, &state, NULL, name, sizeof(name));
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	/*
+	 * A valid address is at most STORE_ADDR_MAX bytes (ident.h checks
+	 * names at registration), so this fits the notice's u8 length.
+	 */
+	if (be->lim.domain != NULL)
+		snprintf(addr, sizeof(addr), "%s@%s", name, be->lim.domain);
+	else
+		snprintf(addr, sizeof(addr), "%s", name);
+	return sq_notice_queue(be, STORE_NOTICE_EXPIRED, x->cls, x->env_id,
+	    addr, strlen(addr), x->rcpt_device, x->sender_user,
+	    x->sender_device, now, queued);
+}
+
+/* sq_blob copies an n-byte blob column (length checked by the schema). */
+static void
+sq_blob(uint8_t *dst, size_t n, sqlite3_stmt *st, int col)
+{
+	const void *p = sqlite3_column_blob(st, col);
+
+	memset(dst, 0, n);
+	if (p != NULL && (size_t)sqlite3_column_bytes(st, col) == n)
+		memcpy(dst, p, n);
+}
+
+/* --- Writer: the outbound federation queue -------------------------------- */
+
+/*
+ * sq_fed_usage_sub takes one entry of len payload bytes off the node-wide
+ * and the domain's counts, and drops the domain's row once it is empty so
+ * that fed_usage lists exactly the domains with traffic waiting.
+ */
+static int
+sq_fed_usage_sub(struct store_backend *be, const char *domain, int64_t len)
+{
+	sqlite3_stmt *st = be->w[W_FED_TOTAL_SUB];
+	int rc;
+
+	sqlite3_bind_int64(st, 1, len);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+	st = be->w[W_FED_USAGE_SUB];
+	sq_bind_text(st, 1, domain);
+	sqlite3_bind_int64(st, 2, len);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+	st = be->w[W_FED_USAGE_DROP];
+	sq_bind_text(st, 1, domain);
+	return sq_run(st);
+}
+
+/* What sq_fed_remove reports. */
+struct sq_fed_removed {
+	int found;                          /* the entry was queued */
+	int queued;                         /* a notice was queued */
+	int64_t sender_user;                /* whom it went to, if queued */
+	uint32_t sender_device;
+};
+
+/*
+ * sq_fed_remove deletes entry seq and updates the counts; with kind != 0
+ * it then queues a notice of that kind to the entry's sending device,
+ * whose peer is the remote recipient. Every statement stands alone (the
+ * DELETE is the only one that can find nothing, and it comes first), so
+ * no savepoint is needed.
+ */
+static int
+sq_fed_remove(struct store_backend *be, int64_t seq, uint8_t kind,
+    int64_t now, struct sq_fed_removed *out)
+{
+	sqlite3_stmt *st = be->w[W_FED_REMOVE];
+	char domain[STORE_DOMAIN_MAX + 1], to[STORE_ADDR_MAX + 1];
+	uint8_t id[STORE_ENV_ID_LEN];
+	uint32_t to_device = 0, sender_device = 0;
+	int64_t sender_user = 0, len = 0;
+	uint8_t cls = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	sqlite3_bind_int64(st, 1, seq);
+	/* With RETURNING, the first step makes every change. */
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		sq_text(domain, sizeof(domain), st, 0);
+		sq_blob(id, sizeof(id), st, 1);
+		sq_text(to, sizeof(to), st, 2);
+		to_device = (uint32_t)sqlite3_column_int64(st, 3);
+		cls = (uint8_t)sqlite3_column_int(st, 4);
+		sender_user = sqlite3_column_int64(st, 5);
+		sender_device = (uint32_t)sqlite3_column_int64(st, 6);
+		len = sqlite3_column_int64(st, 7);
+	}
+	sq_reset(st);
+	if (rc == SQLITE_DONE)
+		return SQLITE_OK;
+	if (rc != SQLITE_ROW)
+		return rc;
+	out->found = 1;
+	if ((rc = sq_fed_usage_sub(be, domain, len)) != SQLITE_OK)
+		return rc;
+	if (kind == 0)
+		return SQLITE_OK;
+	rc = sq_notice_queue(be, kind, cls, id, to, strlen(to), to_device,
+	    sender_user, sender_device, now, &out->queued);
+	if (rc == SQLITE_OK && out->queued) {
+		out->sender_user = sender_user;
+		out->sender_device = sender_device;
+	}
+	return rc;
+}
+
+/*
+ * Enqueue without a savepoint, as sq_enqueue: the INSERT comes first and
+ * fails alone (unknown sender: foreign key); the bound's UPDATE either
+ * applies or changes nothing, in which case the row is deleted again.
+ * A repeat is recognised before the bound is checked, so a retry of an
+ * entry already queued succeeds even when the queue is full.
+ */
+static int
+sq_fed_enqueue(struct store_backend *be, struct store_req *req)
+{
+	const struct store_fed_in *e = &req->u.fed_enq;
+	sqlite3_stmt *st = be->w[W_FED_INSERT];
+	int64_t seq;
+	int rc;
+
+	sq_bind_text(st, 1, e->dest_domain);
+	sq_bind_blob(st, 2, e->env_id, STORE_ENV_ID_LEN);
+	sq_bind_text(st, 3, e->to_addr);
+	sqlite3_bind_int64(st, 4, e->to_device);
+	sqlite3_bind_int(st, 5, e->cls);
+	sqlite3_bind_int64(st, 6, e->sender_user);
+	sq_bind_text(st, 7, e->sender_addr);
+	sqlite3_bind_int64(st, 8, e->sender_device);
+	sqlite3_bind_int64(st, 9, e->sent_ms);
+	sqlite3_bind_int64(st, 10, e->received_ms);
+	sqlite3_bind_int64(st, 11, e->expires_ms);
+	sq_bind_blob(st, 12, e->payload, e->payload_len);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+	if (sqlite3_changes(be->wdb) != 1) {
+		/* A retry: report the copy already queued. */
+		st = be->w[W_FED_SEQ_BY_ID];
+		sq_bind_blob(st, 1, e->env_id, STORE_ENV_ID_LEN);
+		sq_bind_text(st, 2, e->to_addr);
+		sqlite3_bind_int64(st, 3, e->to_device);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			req->res.seq = sqlite3_column_int64(st, 0);
+		sq_reset(st);
+		if (rc != SQLITE_ROW)
+			return rc == SQLITE_DONE ? SQLITE_INTERNAL : rc;
+		req->res.duplicate = 1;
+		return SQLITE_OK;
+	}
+	seq = sqlite3_last_insert_rowid(be->wdb);
+
+	st = be->w[W_FED_TOTAL_ADD_CHECKED];
+	sqlite3_bind_int64(st, 1, (int64_t)e->payload_len);
+	sq_bind_u64(st, 2, be->lim.fed_queue_max);
+	sq_bind_u64(st, 3, be->lim.fed_queue_bytes);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+	if (sqlite3_changes(be->wdb) != 1) {
+		/* Full: take the row back out. */
+		st = be->w[W_FED_DELETE_SEQ];
+		sqlite3_bind_int64(st, 1, seq);
+		if ((rc = sq_run(st)) != SQLITE_OK)
+			return rc;
+		req->status = TERN_EBUSY;
+		return SQLITE_OK;
+	}
+	st = be->w[W_FED_USAGE_ADD];
+	sq_bind_text(st, 1, e->dest_domain);
+	sqlite3_bind_int64(st, 2, (int64_t)e->payload_len);
+	if ((rc = sq_run(st)) != SQLITE_OK)
+		return rc;
+	req->res.seq = seq;
+	return SQLITE_OK;
+}
+
+static int
+sq_fed_done(struct store_backend *be, struct store_req *req)
+{
+	struct sq_fed_removed x;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < req->u.fed_done.n; i++) {
+		rc = sq_fed_remove(be, req->u.fed_done.seqs[i], 0, 0, &x);
+		if (rc != SQLITE_OK)
+			return rc;
+		req->res.fed_deleted += (uint32_t)x.found;
+	}
+	return SQLITE_OK;
+}
+
+static int
+sq_fed_refuse(struct store_backend *be, struct store_req *req)
+{
+	struct sq_fed_removed x;
+	int rc;
+
+	rc = sq_fed_remove(be, req->u.fed_one.seq, req->u.fed_one.kind,
+	    req->u.fed_one.now_ms, &x);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (!x.found) {
+		req->status = TERN_ENOTFOUND;
+		return SQLITE_OK;
+	}
+	req->res.notices = (uint32_t)x.queued;
+	req->res.notice_user = x.sender_user;
+	req->res.notice_device = x.sender_device;
+	return SQLITE_OK;
+}
+
+static int
+sq_fed_attempt(struct store_backend *be, struct store_req *req)
+{
+	sqlite3_stmt *st = be->w[W_FED_ATTEMPT];
+	int rc;
+
+	sqlite3_bind_int64(st, 1, req->u.fed_one.seq);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		req->res.attempts = (uint32_t)sqlite3_column_int64(st, 0);
+	sq_reset(st);
+	if (rc == SQLITE_DONE) {
+		req->status = TERN_ENOTFOUND;
+		return SQLITE_OK;
+	}
+	return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/*
+ * sq_fed_expire removes up to budget outbound entries past their expiry
+ * and notices their senders; sets res->more if more are due.
+ */
+static int
+sq_fed_expire(struct store_backend *be, struct store_req *req,
+    uint32_t budget)
+{
+	sqlite3_stmt *st = be->w[W_FED_EXPIRED];
+	int64_t now = req->u.expire.now_ms;
+	struct sq_fed_removed x;
+	size_t n = 0, i;
+	int rc;
+
+	/* be->expired holds expire_max + 1 rows: room for budget + 1 seqs. */
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int64(st, 2, (int64_t)budget + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n <= budget)
+		be->expired[n++].seq = sqlite3_column_int64(st, 0);
+	sq_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return rc;
+	if (n > budget) {
+		n = budget;
+		req->res.more = 1;
+	}
+	for (i = 0; i < n; i++) {
+		rc = sq_fed_remove(be, be->expired[i].seq, STORE_NOTICE_EXPIRED,
+		    now, &x);
+		if (rc != SQLITE_OK)
+			return rc;
+		req->res.fed_expired += (uint32_t)x.found;
+		req->res.notices += (uint32_t)x.queued;
+	}
 	return SQLITE_OK;
 }
 
@@ -1584,18 +1964,15 @@ sq_expire(struct store_backend *be, struct store_req *req)
 			return rc;
 		req->res.notices += (uint32_t)queued;
 	}
-	return SQLITE_OK;
-}
-
-/* sq_blob copies an n-byte blob column (length checked by the schema). */
-static void
-sq_blob(uint8_t *dst, size_t n, sqlite3_stmt *st, int col)
-{
-	const void *p = sqlite3_column_blob(st, col);
-
-	memset(dst, 0, n);
-	if (p != NULL && (size_t)sqlite3_column_bytes(st, col) == n)
-		memcpy(dst, p, n);
+	/*
+	 * Outbound entries share the pass's budget. With none left, outbound
+	 * entries may be due too: ask for another pass.
+	 */
+	if (n >= be->lim.expire_max) {
+		req->res.more = 1;
+		return SQLITE_OK;
+	}
+	return sq_fed_expire(be, req, be->lim.expire_max - (uint32_t)n);
 }
 
 /*
@@ -1835,6 +2212,18 @@ sq_exec(struct store_backend *be, struct store_req *req)
 	case STORE_OP_BUNDLE_GET:
 		body = sq_bundle_get;
 		break;
+	case STORE_OP_FED_ENQUEUE:
+		body = sq_fed_enqueue;
+		break;
+	case STORE_OP_FED_DONE:
+		body = sq_fed_done;
+		break;
+	case STORE_OP_FED_REFUSE:
+		body = sq_fed_refuse;
+		break;
+	case STORE_OP_FED_ATTEMPT:
+		body = sq_fed_attempt;
+		break;
 	default:
 		req->status = TERN_EINVAL;
 		return 0;
@@ -1890,7 +2279,7 @@ sq_buf_put(struct sq_buf *b, const void *src, size_t n, size_t *off)
 }
 
 static int
-sq_fetch(struct store_backend *be, struct store_req *req)
+sq_env_fetch(struct store_backend *be, struct store_req *req)
 {
 	sqlite3_stmt *st = be->w[W_ENV_FETCH];
 	size_t addr_off[STORE_FETCH_MAX], pay_off[STORE_FETCH_MAX];
@@ -1960,6 +2349,152 @@ sq_fetch(struct store_backend *be, struct store_req *req)
 	req->res.envs = envs;
 	req->res.n_envs = n;
 	return 0;
+}
+
+/* sq_buf_str appends a text column and its NUL to b. */
+static int
+sq_buf_str(struct sq_buf *b, sqlite3_stmt *st, int col, size_t *off)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	size_t n = (size_t)sqlite3_column_bytes(st, col), nul;
+	int err;
+
+	if ((err = sq_buf_put(b, t, t != NULL ? n : 0, off)) != 0)
+		return err;
+	return sq_buf_put(b, "", 1, &nul);
+}
+
+static int
+sq_fed_fetch(struct store_backend *be, struct store_req *req)
+{
+	sqlite3_stmt *st = be->w[W_FED_FETCH];
+	size_t to_off[STORE_FED_FETCH_MAX], from_off[STORE_FED_FETCH_MAX];
+	size_t pay_off[STORE_FED_FETCH_MAX];
+	struct sq_buf buf = {0};
+	struct store_fed_env *envs;
+	uint32_t limit = req->u.fed_fetch.limit;
+	uint64_t bytes = 0;
+	size_t n = 0, i;
+	int rc, err = 0;
+
+	envs = calloc(limit, sizeof(*envs));
+	if (envs == NULL)
+		return TERN_ENOMEM;
+	sq_bind_text(st, 1, req->u.fed_fetch.domain);
+	sqlite3_bind_int64(st, 2, req->u.fed_fetch.after_seq);
+	sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_fed_env *e;
+		const void *pay;
+		size_t plen;
+
+		pay = sqlite3_column_blob(st, 12);
+		plen = (size_t)sqlite3_column_bytes(st, 12);
+		if (n == limit ||
+		    (n > 0 && bytes + plen > be->lim.fetch_bytes_max)) {
+			req->res.more = 1;
+			break;
+		}
+		e = &envs[n];
+		e->seq = sqlite3_column_int64(st, 0);
+		sq_blob(e->env_id, STORE_ENV_ID_LEN, st, 1);
+		e->to_device = (uint32_t)sqlite3_column_int64(st, 3);
+		e->cls = (uint8_t)sqlite3_column_int(st, 4);
+		e->sender_user = sqlite3_column_int64(st, 5);
+		e->sender_device = (uint32_t)sqlite3_column_int64(st, 7);
+		e->sent_ms = sqlite3_column_int64(st, 8);
+		e->received_ms = sqlite3_column_int64(st, 9);
+		e->expires_ms = sqlite3_column_int64(st, 10);
+		e->attempts = (uint32_t)sqlite3_column_int64(st, 11);
+		if ((err = sq_buf_str(&buf, st, 2, &to_off[n])) != 0 ||
+		    (err = sq_buf_str(&buf, st, 6, &from_off[n])) != 0 ||
+		    (err = sq_buf_put(&buf, pay, plen, &pay_off[n])) != 0)
+			break;
+		e->payload_len = plen;
+		bytes += plen;
+		n++;
+	}
+	sq_reset(st);
+	if (err == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+		err = sq_fatal(rc);
+	if (err != 0) {
+		free(envs);
+		free(buf.p);
+		req->res.more = 0;
+		return err;
+	}
+	/* The buffer no longer moves: offsets become pointers. */
+	for (i = 0; i < n; i++) {
+		envs[i].dest_domain = req->u.fed_fetch.domain;
+		envs[i].to_addr = (const char *)buf.p + to_off[i];
+		envs[i].sender_addr = (const char *)buf.p + from_off[i];
+		envs[i].payload = buf.p + pay_off[i];
+	}
+	req->out_fed = envs;
+	req->out_buf = buf.p;
+	req->res.fed_envs = envs;
+	req->res.n_fed_envs = n;
+	return 0;
+}
+
+static int
+sq_fed_domains(struct store_backend *be, struct store_req *req)
+{
+	sqlite3_stmt *st = be->w[W_FED_DOMAINS];
+	size_t off[STORE_FED_DOMAINS_MAX];
+	struct sq_buf buf = {0};
+	struct store_fed_domain *doms;
+	uint32_t limit = req->u.fed_fetch.limit;
+	size_t n = 0, i;
+	int rc, err = 0;
+
+	doms = calloc(limit, sizeof(*doms));
+	if (doms == NULL)
+		return TERN_ENOMEM;
+	sq_bind_text(st, 1, req->u.fed_fetch.domain);
+	sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			req->res.more = 1;
+			break;
+		}
+		doms[n].count = (uint64_t)sqlite3_column_int64(st, 1);
+		doms[n].bytes = (uint64_t)sqlite3_column_int64(st, 2);
+		if ((err = sq_buf_str(&buf, st, 0, &off[n])) != 0)
+			break;
+		n++;
+	}
+	sq_reset(st);
+	if (err == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+		err = sq_fatal(rc);
+	if (err != 0) {
+		free(doms);
+		free(buf.p);
+		req->res.more = 0;
+		return err;
+	}
+	for (i = 0; i < n; i++)
+		doms[i].domain = (const char *)buf.p + off[i];
+	req->out_fed = doms;
+	req->out_buf = buf.p;
+	req->res.fed_domains = doms;
+	req->res.n_fed_domains = n;
+	return 0;
+}
+
+static int
+sq_fetch(struct store_backend *be, struct store_req *req)
+{
+	switch (req->op) {
+	case STORE_OP_FETCH:
+		return sq_env_fetch(be, req);
+	case STORE_OP_FED_FETCH:
+		return sq_fed_fetch(be, req);
+	case STORE_OP_FED_DOMAINS:
+		return sq_fed_domains(be, req);
+	default:
+		return TERN_EINVAL;
+	}
 }
 
 /* --- Synchronous lookups (loop thread, rdb) -------------------------------- */
@@ -2196,6 +2731,15 @@ sq_stats(struct store_backend *be, struct store_stats *out)
 	if (rc == SQLITE_ROW) {
 		out->queued = (uint64_t)sqlite3_column_int64(st, 0);
 		out->queued_bytes = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sq_reset(st);
+	if (rc != SQLITE_ROW)
+		return sq_fatal(rc);
+	st = be->r[R_STATS_FED];
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->fed_queued = (uint64_t)sqlite3_column_int64(st, 0);
+		out->fed_queued_bytes = (uint64_t)sqlite3_column_int64(st, 1);
 	}
 	sq_reset(st);
 	return rc == SQLITE_ROW ? 0 : sq_fatal(rc);

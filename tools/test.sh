@@ -41,9 +41,10 @@ fuzz_fail=0
 pids=()
 names=()
 # Largest input each target needs: a whole message, a frame script, a
-# handshake transcript, an HTTP request with its largest body.
-declare -A max_len=([msg]=71680 [frame]=70000 [noise_responder]=16384 [http]=80000 [pt]=33000 [sig]=4096)
-for t in msg frame noise_responder http pt sig; do
+# handshake transcript, an HTTP request with its largest body, a DNS
+# answer (one byte of record type, then a UDP message of up to 4096).
+declare -A max_len=([msg]=71680 [frame]=70000 [noise_responder]=16384 [http]=80000 [pt]=33000 [sig]=4096 [dnsans]=4096)
+for t in msg frame noise_responder http pt sig dnsans; do
 	work=build/fuzz/corpus-$t
 	rm -rf "$work" && mkdir -p "$work"
 	cp tests/fuzz/corpus/$t/* "$work"/
@@ -71,5 +72,5 @@ grep -h 'noise vectors checked' build/release/Testing/Temporary/LastTest.log | h
 grep -h 'interop .*messages each way' build/release/Testing/Temporary/LastTest.log || true
 n_rel=$(grep -o 'tests failed out of [0-9]*' build/release-ctest.log | grep -o '[0-9]*$')
 n_asan=$(grep -o 'tests failed out of [0-9]*' build/asan-ctest.log | grep -o '[0-9]*$')
-echo "release: ${n_rel} ctest tests; ASan/UBSan: ${n_asan} ctest tests; fuzzers: 6"
-echo "tern: $((n_rel + n_asan + 6)) passed, 0 failed"
+echo "release: ${n_rel} ctest tests; ASan/UBSan: ${n_asan} ctest tests; fuzzers: 7"
+echo "tern: $((n_rel + n_asan + 7)) passed, 0 failed"

@@ -1,11 +1,14 @@
 # libFuzzer targets (-DTERN_FUZZ=ON, clang). Each has a committed seed
 # corpus in fuzz/corpus/<name without fuzz_>/. .ci/run runs each of them.
-foreach(t fuzz_msg fuzz_frame fuzz_noise_responder fuzz_http fuzz_pt fuzz_sig)
+foreach(t fuzz_msg fuzz_frame fuzz_noise_responder fuzz_http fuzz_pt fuzz_sig
+    fuzz_dnsans)
   add_executable(${t} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/${t}.c)
   if(t STREQUAL fuzz_http)
     target_link_libraries(${t} PRIVATE ternnode)
   elseif(t STREQUAL fuzz_pt)
     target_link_libraries(${t} PRIVATE ternapp)
+  elseif(t STREQUAL fuzz_dnsans)
+    target_link_libraries(${t} PRIVATE ternfed)
   else()
     target_link_libraries(${t} PRIVATE terncrypto)
   endif()

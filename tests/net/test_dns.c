@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "dnsans.h"
 #include "tt.h"
 #include "tt_uv.h"
 
@@ -49,6 +51,16 @@ static const char *const dm_records[] = {
 	"--host-record=ok.dangle.test,127.0.0.10",
 	/* Only a target without address. */
 	"--srv-host=_tern._tcp.ghost.test,ghost.ghost.test,7370,1,0",
+	/* TTLs: SRV and TXT records get --local-ttl; a host record its own. */
+	"--local-ttl=300",
+	"--srv-host=_tern._tcp.ttl.test,short.ttl.test,7370,0,0",
+	"--host-record=short.ttl.test,127.0.0.12,45",
+	/* Addresses alone, both families. */
+	"--host-record=plain.test,127.0.0.11,::1,90",
+	/* TXT: two records; one record of two strings; an empty one. */
+	"--txt-record=two.test,first record",
+	"--txt-record=two.test,second",
+	"--txt-record=multi.test,abc,def",
 };
 
 static pid_t dm_pid = -1;
@@ -222,7 +234,193 @@ srv(const char *service, const char *domain, struct res *r)
 	run_one(&cfg, service, domain, r);
 }
 
+/* --- TXT and address lookups -------------------------------------------- */
+
+struct tres {
+	int calls;                               /* callbacks seen */
+	int err;                                 /* last error */
+	size_t n;                                /* records or addresses */
+	uint32_t ttl;                            /* TXT: the smallest TTL */
+	struct dns_txt_rec txt[DNS_MAX_TXT];     /* copied records */
+	struct dns_addr addr[DNS_MAX_ADDRS];     /* copied addresses */
+	char detail[DNS_DETAIL_MAX];             /* copied text */
+};
+
+static void
+tres_txt_cb(void *arg, int err, const struct dns_txt_rec *recs, size_t n,
+    uint32_t ttl, const char *detail)
+{
+	struct tres *r = arg;
+
+	TT_ASSERT(detail != NULL);
+	TT_ASSERT(n <= DNS_MAX_TXT);
+	r->calls++;
+	r->err = err;
+	r->n = n;
+	r->ttl = ttl;
+	if (n)
+		memcpy(r->txt, recs, n * sizeof(*recs));
+	snprintf(r->detail, sizeof(r->detail), "%s", detail);
+}
+
+static void
+tres_addrs_cb(void *arg, int err, const struct dns_addr *a, size_t n,
+    const char *detail)
+{
+	struct tres *r = arg;
+
+	TT_ASSERT(detail != NULL);
+	TT_ASSERT(n <= DNS_MAX_ADDRS);
+	r->calls++;
+	r->err = err;
+	r->n = n;
+	if (n)
+		memcpy(r->addr, a, n * sizeof(*a));
+	snprintf(r->detail, sizeof(r->detail), "%s", detail);
+}
+
+/* run_other: one dns_txt (txt true) or dns_addrs on a fresh resolver. */
+static void
+run_other(bool txt, const char *name, struct tres *r)
+{
+	struct dns_config cfg = { .nameserver = dm_server, .timeout_ms = 3000 };
+	uv_loop_t loop;
+	struct dns *d;
+
+	memset(r, 0, sizeof(*r));
+	TT_OK(uv_loop_init(&loop));
+	TT_OK(dns_new(&loop, &cfg, &d));
+	if (txt)
+		TT_OK(dns_txt(d, name, tres_txt_cb, r));
+	else
+		TT_OK(dns_addrs(d, name, tres_addrs_cb, r));
+	while (r->calls == 0)
+		uv_run(&loop, UV_RUN_ONCE);
+	dns_close(d, NULL, NULL);
+	tt_uv_close(&loop);
+	TT_EQ(r->calls, 1);
+}
+
 /* --- cases --------------------------------------------------------------- */
+
+TT_CASE(dns__srv__ttl_is_min_of_srv_and_address)
+{
+	struct res r;
+
+	dm_start();
+	srv("_tern._tcp", "ttl.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 1);
+	TT_EQ(r.t[0].ttl, 45); /* the address's 45 s under the SRV's 300 s */
+	srv("_tern._tcp", "a.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.t[0].ttl, 300); /* host records default to --local-ttl */
+}
+
+TT_CASE(dns__txt__records_joined_and_ttl)
+{
+	struct tres r;
+
+	dm_start();
+	run_other(true, "two.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 2);
+	TT_EQ(r.ttl, 300);
+	/* dnsmasq answers in the order configured; accept either. */
+	TT_ASSERT((strcmp(r.txt[0].text, "first record") == 0 &&
+	    strcmp(r.txt[1].text, "second") == 0) ||
+	    (strcmp(r.txt[1].text, "first record") == 0 &&
+	    strcmp(r.txt[0].text, "second") == 0));
+	run_other(true, "multi.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 1);
+	TT_ASSERT(strcmp(r.txt[0].text, "abcdef") == 0);
+	TT_EQ(r.txt[0].len, 6);
+}
+
+TT_CASE(dns__txt__none_is_notfound)
+{
+	struct tres r;
+
+	dm_start();
+	run_other(true, "nx.test", &r);
+	TT_ERR(r.err, TERN_ENOTFOUND);
+	TT_ASSERT(strstr(r.detail, "no TXT record for nx.test"));
+	run_other(true, "plain.test", &r);
+	TT_ERR(r.err, TERN_ENOTFOUND);
+}
+
+TT_CASE(dns__addrs__both_families_with_ttl)
+{
+	struct tres r;
+	bool v4 = false, v6 = false;
+
+	dm_start();
+	run_other(false, "plain.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 2);
+	for (size_t i = 0; i < r.n; i++) {
+		v4 |= strcmp(r.addr[i].addr, "127.0.0.11") == 0;
+		v6 |= strcmp(r.addr[i].addr, "::1") == 0;
+		TT_EQ(r.addr[i].ttl, 90);
+	}
+	TT_ASSERT(v4 && v6);
+	run_other(false, "nx.test", &r);
+	TT_ERR(r.err, TERN_ENOTFOUND);
+	TT_ASSERT(strstr(r.detail, "no A/AAAA record for nx.test"));
+}
+
+TT_CASE(dns__addrs__bad_names_einval)
+{
+	struct dns_config cfg = { .nameserver = "127.0.0.1:1" };
+	struct tres r;
+	uv_loop_t loop;
+	struct dns *d;
+
+	memset(&r, 0, sizeof(r));
+	TT_OK(uv_loop_init(&loop));
+	TT_OK(dns_new(&loop, &cfg, &d));
+	TT_ERR(dns_addrs(d, "", tres_addrs_cb, &r), TERN_EINVAL);
+	TT_ERR(dns_addrs(d, "a..b", tres_addrs_cb, &r), TERN_EINVAL);
+	TT_ERR(dns_txt(d, "a b", tres_txt_cb, &r), TERN_EINVAL);
+	TT_ERR(dns_txt(d, NULL, tres_txt_cb, &r), TERN_EINVAL);
+	dns_close(d, NULL, NULL);
+	TT_ERR(dns_txt(d, "a.test", tres_txt_cb, &r), TERN_ESTATE);
+	tt_uv_close(&loop);
+	TT_EQ(r.calls, 0);
+}
+
+/* The TTL walk over hand-made answers (dnsans.c). */
+TT_CASE(dnsans__min_ttl__records_cname_and_truncation)
+{
+	/* Header: 1 question, 3 answers; question a.t SRV IN; answers: a
+	 * CNAME (ttl 50) by pointer, two SRV with ttls 100 and 2^31. */
+	static const uint8_t msg[] = {
+		0, 1, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0,
+		1, 'a', 1, 't', 0, 0, 33, 0, 1,
+		0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 50, 0, 2, 0xc0, 12,
+		0xc0, 12, 0, 33, 0, 1, 0, 0, 0, 100, 0, 1, 'x',
+		0xc0, 12, 0, 33, 0, 1, 0x80, 0, 0, 0, 0, 0,
+	};
+	uint8_t two[sizeof(msg) - 12];
+	uint32_t ttl = 7;
+
+	TT_OK(dnsans_min_ttl(msg, sizeof(msg), 33, &ttl));
+	TT_EQ(ttl, 0); /* top bit set reads as 0 */
+	/* Without the last answer (12 bytes): */
+	memcpy(two, msg, sizeof(two));
+	two[7] = 2;
+	TT_OK(dnsans_min_ttl(two, sizeof(two), 33, &ttl));
+	TT_EQ(ttl, 50); /* the CNAME's is smaller than the SRV's */
+	two[7] = 3;
+	TT_ERR(dnsans_min_ttl(two, sizeof(two), 33, &ttl), TERN_ETRUNC);
+	two[12] = 0x40; /* a reserved label type */
+	TT_ERR(dnsans_min_ttl(two, sizeof(two), 33, &ttl), TERN_EFIELD);
+	TT_ERR(dnsans_min_ttl(msg, sizeof(msg), 16, &ttl), TERN_ENOTFOUND);
+	TT_ERR(dnsans_min_ttl(msg, sizeof(msg) - 1, 33, &ttl), TERN_ETRUNC);
+	TT_ERR(dnsans_min_ttl(msg, 11, 33, &ttl), TERN_ETRUNC);
+	TT_ERR(dnsans_min_ttl(NULL, 0, 33, &ttl), TERN_ETRUNC);
+}
 
 TT_CASE(dns__srv__priorities_ordered)
 {

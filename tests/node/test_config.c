@@ -337,11 +337,11 @@ TT_CASE(config__load__unknown_section_names_line)
 	setup();
 	load_err("[node]\ndomain = example.org\n[limit]\nsend_rate = 5\n",
 	    "ternd.conf:3: unknown section [limit] (the sections are [node], "
-	    "[limits] and [presence])");
+	    "[limits], [presence] and [federation])");
 	/* An empty unknown section is an error too. */
-	load_err("[node]\ndomain = example.org\n\n[federation]\n",
-	    "ternd.conf:4: unknown section [federation] (the sections are "
-	    "[node], [limits] and [presence])");
+	load_err("[node]\ndomain = example.org\n\n[federated]\n",
+	    "ternd.conf:4: unknown section [federated] (the sections are "
+	    "[node], [limits], [presence] and [federation])");
 	teardown();
 }
 

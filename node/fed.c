@@ -1,0 +1,1593 @@
+/*
+ * fed.c: links between nodes and the outbound queues (fed.h, SPEC.md 13).
+ *
+ * Outbound, per destination domain, a struct peer walks:
+ *
+ *   IDLE -> CONNECTING (static route, or SRV via discover.c first)
+ *        -> VERIFYING (XX: is the key it proved acceptable for the
+ *           domain? keytrust.c with the TXT keys) -> HELLO -> UP
+ *   any failure -> BACKOFF (1 s doubling to 10 min, full jitter) -> ...
+ *
+ * While UP it pages through the store's outbound queue for the domain in
+ * seq order, keeps up to FED_WINDOW FED_ENV unanswered, and deletes each
+ * entry only when the destination answered OK (store_fed_done, batched).
+ * A final refusal sets the entry aside with a notice to its sender; any
+ * other failure counts an attempt and rewinds the page so it is sent
+ * again (the destination drops a repeated id).
+ *
+ * Inbound, a struct fin per connection: FED_HELLO (key checked against
+ * the claimed domain), then FED_ENV and FED_REQ handed to the server's
+ * hooks. A fin outlives its connection while a hook has not answered
+ * (refs), like the server's sessions.
+ */
+#include "fed.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "buf.h"
+#include "discover.h"
+#include "dns.h"
+#include "ident.h"
+#include "keytrust.h"
+#include "log.h"
+
+#define FED_TARGETS_MAX 8
+#define FED_DONE_BATCH 256
+#define FED_STATIC_MAX 256
+#define FED_REWIND_MS 1000          /* pause after a transient refusal */
+
+enum peer_st {
+	P_IDLE = 0,     /* nothing to do, no link */
+	P_RESOLVING,    /* asking DNS where the domain's nodes are */
+	P_CONNECTING,   /* TCP and Noise */
+	P_VERIFYING,    /* asking DNS which keys the domain publishes */
+	P_HELLO,        /* FED_HELLO sent */
+	P_UP,           /* established */
+	P_BACKOFF       /* waiting to try again */
+};
+
+struct infl {
+	uint32_t req;               /* the FED_ENV's req */
+	int64_t seq;                /* its queue entry */
+};
+
+/* A relayed client request waiting for its FED_RESP. */
+struct fwd {
+	uint32_t req;               /* on the link; 0 while not yet sent */
+	uint64_t deadline;          /* uv_now after which it fails */
+	uint8_t *msg;               /* the encoded FED_REQ (req patched) */
+	size_t len;
+	void (*cb)(void *, int, const struct msg *);
+	void *arg;
+	struct fwd *next;
+};
+
+struct fstatic {
+	char domain[IDENT_DOMAIN_MAX + 1];
+	char host[DNS_ADDR_MAX];
+	uint16_t port;
+	bool pinned;
+	uint8_t key[32];
+};
+
+struct peer {
+	struct fed *f;
+	char domain[IDENT_DOMAIN_MAX + 1];
+	int st;                     /* enum peer_st */
+	struct net_conn *conn;      /* while CONNECTING..UP */
+	uv_timer_t timer;           /* backoff, keepalive, rewind */
+	uint32_t fails;             /* consecutive failed attempts */
+	const struct fstatic *stat; /* a static route, or NULL */
+	struct dns_target tg[FED_TARGETS_MAX];
+	size_t ntg, ti;             /* targets and the next to try */
+	bool queued;                /* the store may hold entries for us */
+	bool fetching;              /* a store_fed_fetch is out */
+	bool paused;                /* after a transient refusal */
+	int64_t last_seq;           /* highest seq sent on this link */
+	struct infl infl[FED_WINDOW];
+	size_t ninfl;
+	int64_t done[FED_DONE_BATCH];
+	size_t ndone;
+	bool done_busy;             /* a store_fed_done is out */
+	uint32_t next_req;
+	struct fwd *fwds;           /* relayed requests, oldest first */
+	uint64_t last_tx;           /* uv_now of our last message */
+	struct peer *next;
+};
+
+/* What a connection's owner data holds: which side it is. */
+struct fconn {
+	bool inbound;
+	struct peer *p;             /* outbound */
+	struct fin *in;             /* inbound */
+};
+
+/* An inbound link. */
+struct fin {
+	struct fed *f;
+	struct net_conn *conn;      /* NULL once closed */
+	char domain[IDENT_DOMAIN_MAX + 1]; /* once verified */
+	uint8_t key[32];            /* the peer's static key */
+	bool up;                    /* FED_WELCOME sent */
+	bool verifying;             /* waiting for DNS */
+	uint32_t hello_req;
+	uint32_t refs;              /* hooks not yet answered, + 1 for conn */
+};
+
+struct fed {
+	uv_loop_t *loop;
+	struct net_loop *nl;
+	struct store *store;
+	struct fed_hooks hooks;
+	char domain[IDENT_DOMAIN_MAX + 1];
+	uint8_t priv[32];
+	struct net_listener *lis;
+	struct dns *dns;
+	struct fdisc *disc;
+	struct ktrust *kt;
+	struct ktrust_memstore *kmem;
+	struct fstatic stat[FED_STATIC_MAX];
+	size_t nstat;
+	struct peer *peers;
+	size_t npeers;
+	uv_timer_t tick;            /* forwarded requests' deadlines */
+	struct fed_stats st;
+	uint32_t pending;           /* store and DNS callbacks outstanding */
+	uint32_t handles;           /* uv handles not yet closed */
+	bool stopping;
+	void (*stop_cb)(void *);
+	void *stop_arg;
+};
+
+static void peer_pump(struct peer *p);
+static void peer_connect(struct peer *p);
+static void peer_lost(struct peer *p, int err);
+static void fed_maybe_freed(struct fed *f);
+
+/* --- small helpers ------------------------------------------------------ */
+
+static uint64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int
+fed_write(struct net_conn *c, const struct msg *m)
+{
+	uint8_t buf[MSG_MAX];
+	size_t n;
+	int r;
+
+	if ((r = msg_encode(m, buf, sizeof(buf), &n)) != 0) {
+		log_warn("federation: encode %s: %s", msg_type_name(m->type),
+		    tern_strerror(r));
+		return r;
+	}
+	return net_conn_send(c, buf, n);
+}
+
+static void
+fed_error(struct net_conn *c, uint32_t req, int code, const char *detail)
+{
+	struct msg m = {.type = MSG_ERROR, .req = req};
+
+	m.u.error.code = (uint16_t)(code < 0 ? -code : code);
+	m.u.error.detail.p = detail ? detail : tern_strerror(code);
+	m.u.error.detail.len = strlen(m.u.error.detail.p);
+	(void)fed_write(c, &m);
+}
+
+/* addr_domain: the domain part of an address, or NULL. */
+static const char *
+addr_domain(const struct msg_str *a, char *buf, size_t cap)
+{
+	struct ident_addr ia;
+
+	if (ident_addr_split(a->p, a->len, &ia) != 0 ||
+	    ia.domain_len >= cap)
+		return NULL;
+	memcpy(buf, ia.domain, ia.domain_len);
+	buf[ia.domain_len] = '\0';
+	return buf;
+}
+
+static const struct fstatic *
+fed_static(const struct fed *f, const char *domain)
+{
+	size_t i;
+
+	for (i = 0; i < f->nstat; i++)
+		if (strcmp(f->stat[i].domain, domain) == 0)
+			return &f->stat[i];
+	return NULL;
+}
+
+/*
+ * fed_parse_peers: "D=HOST:PORT[/KEY], ..." into f->stat. HOST is
+ * numeric (the node must not depend on a resolver for a static route).
+ */
+static int
+fed_parse_peers(struct fed *f, const char *text)
+{
+	const char *p = text;
+
+	if (text == NULL || strcmp(text, "none") == 0)
+		return 0;
+	while (*p != '\0') {
+		char item[512], *eq, *colon, *slash, *end;
+		struct fstatic *s;
+		size_t n;
+		unsigned long port;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		n = strcspn(p, ",");
+		if (n >= sizeof(item) || f->nstat >= FED_STATIC_MAX)
+			goto bad;
+		memcpy(item, p, n);
+		item[n] = '\0';
+		while (n > 0 && item[n - 1] == ' ')
+			item[--n] = '\0';
+		p += strcspn(p, ",");
+		s = &f->stat[f->nstat];
+		memset(s, 0, sizeof(*s));
+		if ((eq = strchr(item, '=')) == NULL)
+			goto bad;
+		*eq = '\0';
+		if (strlen(item) > IDENT_DOMAIN_MAX ||
+		    ident_domain_check(item, strlen(item)) != 0)
+			goto bad;
+		strcpy(s->domain, item);
+		if ((slash = strchr(eq + 1, '/')) != NULL) {
+			*slash = '\0';
+			{
+				char rec[FDISC_KEY_TEXT_MAX + 16];
+				snprintf(rec, sizeof(rec), "v=tern1 k=%s",
+				    slash + 1);
+				if (fdisc_key_parse(rec, strlen(rec), s->key) !=
+				    0)
+					goto bad;
+			}
+			s->pinned = true;
+		}
+		if ((colon = strrchr(eq + 1, ':')) == NULL)
+			goto bad;
+		*colon = '\0';
+		port = strtoul(colon + 1, &end, 10);
+		if (*end != '\0' || port == 0 || port > 65535)
+			goto bad;
+		{
+			const char *h = eq + 1;
+			size_t hl = strlen(h);
+			if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+				h++;
+				hl -= 2;
+			}
+			if (hl == 0 || hl >= sizeof(s->host))
+				goto bad;
+			memcpy(s->host, h, hl);
+			s->host[hl] = '\0';
+		}
+		s->port = (uint16_t)port;
+		f->nstat++;
+	}
+	return 0;
+bad:
+	log_error("[federation] peers: cannot read '%s' (want "
+	    "DOMAIN=HOST:PORT or DOMAIN=HOST:PORT/KEY, comma-separated)", text);
+	return TERN_ECONFIG;
+}
+
+/* --- peers -------------------------------------------------------------- */
+
+static void
+peer_timer_closed(uv_handle_t *h)
+{
+	struct peer *p = h->data;
+	struct fed *f = p->f;
+
+	free(p);
+	f->handles--;
+	fed_maybe_freed(f);
+}
+
+static struct peer *
+peer_find(struct fed *f, const char *domain, bool create)
+{
+	struct peer *p;
+
+	for (p = f->peers; p != NULL; p = p->next)
+		if (strcmp(p->domain, domain) == 0)
+			return p;
+	if (!create || f->stopping || f->npeers >= FED_PEERS_MAX)
+		return NULL;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
+	p->f = f;
+	snprintf(p->domain, sizeof(p->domain), "%s", domain);
+	p->stat = fed_static(f, domain);
+	p->next_req = 1;
+	if (uv_timer_init(f->loop, &p->timer) != 0) {
+		free(p);
+		return NULL;
+	}
+	p->timer.data = p;
+	f->handles++;
+	p->next = f->peers;
+	f->peers = p;
+	f->npeers++;
+	return p;
+}
+
+static uint32_t
+peer_req(struct peer *p)
+{
+	uint32_t r = p->next_req++;
+
+	if (p->next_req == 0)
+		p->next_req = 1;
+	return r;
+}
+
+static void
+peer_timer_cb(uv_timer_t *t)
+{
+	struct peer *p = t->data;
+	struct fed *f = p->f;
+
+	if (f->stopping)
+		return;
+	switch (p->st) {
+	case P_BACKOFF:
+		p->st = P_IDLE;
+		peer_connect(p);
+		break;
+	case P_UP:
+		if (p->paused) {
+			p->paused = false;
+			peer_pump(p);
+		}
+		/* Keepalive: a PING when we have said nothing for a while,
+		 * so neither side's idle timeout closes a useful link. */
+		if (uv_now(f->loop) - p->last_tx >= FED_KEEPALIVE_MS) {
+			struct msg m = {.type = MSG_PING, .req = peer_req(p)};
+			m.u.ping.nonce = uv_now(f->loop);
+			if (fed_write(p->conn, &m) == 0)
+				p->last_tx = uv_now(f->loop);
+		}
+		(void)uv_timer_start(&p->timer, peer_timer_cb,
+		    FED_KEEPALIVE_MS, 0);
+		break;
+	default:
+		break;
+	}
+}
+
+/* peer_backoff: the next try after a random wait in [0, window), the
+ * window doubling with each failure (full jitter). */
+static void
+peer_backoff(struct peer *p)
+{
+	uint64_t win = FED_BACKOFF_MIN_MS;
+	uint32_t i, wait;
+
+	for (i = 1; i < p->fails && win < FED_BACKOFF_MAX_MS; i++)
+		win *= 2;
+	if (win > FED_BACKOFF_MAX_MS)
+		win = FED_BACKOFF_MAX_MS;
+	wait = randombytes_uniform((uint32_t)win) + 1;
+	p->st = P_BACKOFF;
+	(void)uv_timer_start(&p->timer, peer_timer_cb, wait, 0);
+	log_info("federation: %s unreachable (attempt %u), next try in %u ms",
+	    p->domain, p->fails, wait);
+}
+
+/* peer_fail_fwds: relayed requests that cannot be sent get err. */
+static void
+peer_fail_fwds(struct peer *p, int err, bool only_expired)
+{
+	struct fwd **pp = &p->fwds, *w;
+	uint64_t now = uv_now(p->f->loop);
+
+	while ((w = *pp) != NULL) {
+		if (only_expired && w->deadline > now) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		w->cb(w->arg, only_expired ? TERN_ETIMEOUT : err, NULL);
+		free(w->msg);
+		free(w);
+	}
+}
+
+/* peer_send_fwds: writes the relayed requests not yet on the link. */
+static void
+peer_send_fwds(struct peer *p)
+{
+	struct fwd *w;
+
+	for (w = p->fwds; w != NULL; w = w->next) {
+		if (w->req != 0)
+			continue;
+		w->req = peer_req(p);
+		buf_store_be32(w->msg + 2, w->req);
+		if (net_conn_send(p->conn, w->msg, w->len) != 0)
+			return;
+		p->last_tx = uv_now(p->f->loop);
+	}
+}
+
+/* --- the outbound queue -------------------------------------------------- */
+
+static void fed_op_done(struct fed *f);
+
+static void
+done_cb(void *arg, int status, const struct store_result *res)
+{
+	struct peer *p = arg;
+	struct fed *f = p->f;
+
+	p->done_busy = false;
+	if (status != 0)
+		log_warn("federation: deleting sent envelopes for %s: %s "
+		    "(they may be sent again)", p->domain,
+		    tern_strerror(status));
+	fed_op_done(f);
+	if (!f->stopping && p->ndone > 0)
+		peer_pump(p);
+}
+
+static void
+peer_flush_done(struct peer *p)
+{
+	struct fed *f = p->f;
+
+	if (p->done_busy || p->ndone == 0 || f->stopping)
+		return;
+	if (store_fed_done(f->store, p->done, p->ndone, done_cb, p) != 0)
+		return; /* kept: tried again with the next answer */
+	p->done_busy = true;
+	p->ndone = 0;
+	f->pending++;
+}
+
+static void
+refuse_cb(void *arg, int status, const struct store_result *res)
+{
+	struct fed *f = arg;
+
+	if (status == 0 && res->notice_device != 0 &&
+	    f->hooks.notice_wake != NULL && !f->stopping)
+		f->hooks.notice_wake(f->hooks.srv, res->notice_user,
+		    res->notice_device);
+	fed_op_done(f);
+}
+
+struct attempt_ctx {
+	struct fed *f;
+	int64_t seq;
+};
+
+static void
+attempt_cb(void *arg, int status, const struct store_result *res)
+{
+	struct attempt_ctx *a = arg;
+	struct fed *f = a->f;
+
+	if (status == 0 && res->attempts >= FED_ATTEMPTS_MAX && !f->stopping) {
+		log_warn("federation: envelope seq %lld set aside after %u "
+		    "failed attempts", (long long)a->seq, res->attempts);
+		if (store_fed_refuse(f->store, a->seq, STORE_NOTICE_REFUSED,
+		    refuse_cb, f) == 0) {
+			f->pending++;
+			f->st.refused_total++;
+		}
+	}
+	free(a);
+	fed_op_done(f);
+}
+
+static void
+fetch_cb(void *arg, int status, const struct store_result *res)
+{
+	struct peer *p = arg;
+	struct fed *f = p->f;
+	size_t i;
+
+	p->fetching = false;
+	fed_op_done(f);
+	if (f->stopping)
+		return;
+	if (status != 0) {
+		log_warn("federation: reading the queue for %s: %s",
+		    p->domain, tern_strerror(status));
+		return;
+	}
+	if (p->st != P_UP || p->conn == NULL)
+		return;
+	for (i = 0; i < res->n_fed_envs && p->ninfl < FED_WINDOW; i++) {
+		const struct store_fed_env *e = &res->fed_envs[i];
+		struct msg m = {.type = MSG_FED_ENV};
+		struct msg_fed_env *fe = &m.u.fed_env;
+
+		if (e->seq <= p->last_seq)
+			continue;
+		m.req = peer_req(p);
+		memcpy(fe->id, e->env_id, MSG_ID_LEN);
+		fe->from.p = e->sender_addr;
+		fe->from.len = strlen(e->sender_addr);
+		fe->from_device = e->sender_device;
+		fe->to.p = e->to_addr;
+		fe->to.len = strlen(e->to_addr);
+		fe->to_device = e->to_device;
+		fe->class = e->cls;
+		fe->timestamp_ms = (uint64_t)e->sent_ms;
+		fe->received_ms = (uint64_t)e->received_ms;
+		fe->payload.p = e->payload;
+		fe->payload.len = e->payload_len;
+		if (fed_write(p->conn, &m) != 0) {
+			net_conn_close(p->conn, TERN_EIO);
+			return;
+		}
+		p->infl[p->ninfl].req = m.req;
+		p->infl[p->ninfl].seq = e->seq;
+		p->ninfl++;
+		p->last_seq = e->seq;
+		p->last_tx = uv_now(f->loop);
+	}
+	if (res->n_fed_envs == 0 && !res->more && p->ninfl == 0)
+		p->queued = false;
+	else if (res->more || i < res->n_fed_envs)
+		peer_pump(p);
+}
+
+/* peer_pump: sends more of the queue if the window has room. */
+static void
+peer_pump(struct peer *p)
+{
+	struct fed *f = p->f;
+	uint32_t room;
+
+	peer_flush_done(p);
+	if (p->st != P_UP || p->fetching || p->paused || !p->queued ||
+	    f->stopping)
+		return;
+	room = FED_WINDOW - (uint32_t)p->ninfl;
+	if (room < FED_WINDOW / 4)
+		return; /* wait for answers: fetch in bigger pages */
+	if (room > STORE_FED_FETCH_MAX)
+		room = STORE_FED_FETCH_MAX;
+	if (store_fed_fetch(f->store, p->domain, p->last_seq, room, fetch_cb,
+	    p) != 0)
+		return;
+	p->fetching = true;
+	f->pending++;
+}
+
+/* final: an answer after which an envelope is not sent again. */
+static bool
+final_refusal(int code)
+{
+	return code == TERN_ENOUSER || code == TERN_EDENIED ||
+	    code == TERN_EQUOTA || code == TERN_EAUTH ||
+	    code == TERN_EUNREACH || code == TERN_EFIELD ||
+	    code == TERN_ETOOBIG;
+}
+
+/* peer_answer: OK or ERROR for one of our FED_ENV. */
+static void
+peer_answer_env(struct peer *p, size_t k, int code)
+{
+	struct fed *f = p->f;
+	int64_t seq = p->infl[k].seq;
+
+	p->infl[k] = p->infl[--p->ninfl];
+	if (code == 0) {
+		f->st.sent_total++;
+		if (p->ndone == FED_DONE_BATCH)
+			peer_flush_done(p);
+		if (p->ndone < FED_DONE_BATCH)
+			p->done[p->ndone++] = seq;
+		peer_pump(p);
+		return;
+	}
+	if (final_refusal(code)) {
+		log_info("federation: %s refused envelope seq %lld: %s",
+		    p->domain, (long long)seq, tern_strerror(code));
+		if (store_fed_refuse(f->store, seq, STORE_NOTICE_REFUSED,
+		    refuse_cb, f) == 0) {
+			f->pending++;
+			f->st.refused_total++;
+		}
+		peer_pump(p);
+		return;
+	}
+	/* Busy, disk trouble at the other end...: count it, and send it
+	 * (and whatever follows it) again after a pause. */
+	{
+		struct attempt_ctx *a = malloc(sizeof(*a));
+		if (a != NULL) {
+			a->f = f;
+			a->seq = seq;
+			if (store_fed_attempt(f->store, seq, attempt_cb, a) == 0)
+				f->pending++;
+			else
+				free(a);
+		}
+	}
+	if (seq - 1 < p->last_seq)
+		p->last_seq = seq - 1;
+	p->paused = true;
+	(void)uv_timer_start(&p->timer, peer_timer_cb, FED_REWIND_MS, 0);
+}
+
+/* --- outbound links ---------------------------------------------------- */
+
+static void
+out_open_verified(struct peer *p)
+{
+	struct fed *f = p->f;
+	struct msg m = {.type = MSG_FED_HELLO};
+
+	m.req = peer_req(p);
+	m.u.fed_hello.domain.p = f->domain;
+	m.u.fed_hello.domain.len = strlen(f->domain);
+	m.u.fed_hello.to_domain.p = p->domain;
+	m.u.fed_hello.to_domain.len = strlen(p->domain);
+	m.u.fed_hello.time_ms = wall_ms();
+	p->st = P_HELLO;
+	if (fed_write(p->conn, &m) != 0)
+		net_conn_close(p->conn, TERN_EIO);
+}
+
+struct verify_ctx {
+	struct fed *f;
+	struct peer *p;             /* outbound, or NULL */
+	struct fin *in;             /* inbound, or NULL */
+	uint8_t key[32];
+	char domain[IDENT_DOMAIN_MAX + 1];
+};
+
+static void fin_put(struct fin *in);
+static void fin_verified(struct fin *in, int r, const char *why);
+
+static void
+verify_keys_cb(void *arg, int err, const uint8_t (*keys)[FDISC_KEY_LEN],
+    size_t n, unsigned flags, const char *detail)
+{
+	struct verify_ctx *v = arg;
+	struct fed *f = v->f;
+	struct ktrust_dns d = {0};
+	char why[KTRUST_WHY_MAX];
+	int r;
+
+	d.err = err;
+	d.keys = keys;
+	d.n = n;
+	d.stale = (flags & FDISC_STALE) != 0;
+	if (f->stopping || err == TERN_ECANCELED)
+		r = TERN_ECANCELED;
+	else
+		r = ktrust_check(f->kt, v->domain, v->key, &d, why,
+		    sizeof(why));
+	if (v->p != NULL) {
+		struct peer *p = v->p;
+		if (p->st == P_VERIFYING && p->conn != NULL) {
+			if (r == 0) {
+				out_open_verified(p);
+			} else {
+				if (r != TERN_ECANCELED) {
+					f->st.auth_refused_total++;
+					log_warn("federation: the node at %s does "
+					    "not prove it serves %s: %s",
+					    p->stat ? p->stat->host :
+					    p->tg[p->ti ? p->ti - 1 : 0].addr,
+					    p->domain, why);
+				}
+				net_conn_close(p->conn, TERN_EAUTH);
+			}
+		}
+	} else {
+		fin_verified(v->in, r, r == 0 ? NULL : why);
+		fin_put(v->in);
+	}
+	free(v);
+	fed_op_done(f);
+}
+
+/* fed_verify: is key acceptable for domain? Pinned static keys decide
+ * alone; otherwise keytrust with the published keys. */
+static int
+fed_verify(struct fed *f, struct peer *p, struct fin *in, const char *domain,
+    const uint8_t key[32])
+{
+	const struct fstatic *s = fed_static(f, domain);
+	struct verify_ctx *v;
+	int r;
+
+	if (s != NULL && s->pinned)
+		return sodium_memcmp(s->key, key, 32) == 0 ? 0 : TERN_EAUTH;
+	if ((v = calloc(1, sizeof(*v))) == NULL)
+		return TERN_ENOMEM;
+	v->f = f;
+	v->p = p;
+	v->in = in;
+	memcpy(v->key, key, 32);
+	snprintf(v->domain, sizeof(v->domain), "%s", domain);
+	if ((r = fdisc_keys(f->disc, domain, verify_keys_cb, v)) != 0) {
+		free(v);
+		return r;
+	}
+	f->pending++;
+	return 1; /* answer later */
+}
+
+static void
+out_open(struct net_conn *c)
+{
+	struct fconn *fc = net_conn_data(c);
+	struct peer *p = fc->p;
+	struct fed *f = p->f;
+	int r;
+
+	p->st = P_VERIFYING;
+	r = fed_verify(f, p, NULL, p->domain, chan_remote_key(&c->chan));
+	if (r == 0) {
+		out_open_verified(p);
+	} else if (r != 1) {
+		f->st.auth_refused_total++;
+		log_warn("federation: the node at %s:%u is not the one pinned "
+		    "for %s in [federation] peers", p->stat ? p->stat->host :
+		    "?", p->stat ? p->stat->port : 0, p->domain);
+		net_conn_close(c, TERN_EAUTH);
+	}
+}
+
+static int
+out_message(struct net_conn *c, const uint8_t *buf, size_t len)
+{
+	struct fconn *fc = net_conn_data(c);
+	struct peer *p = fc->p;
+	struct fed *f = p->f;
+	struct msg m;
+	size_t k;
+	int r;
+
+	if ((r = msg_decode(buf, len, &m)) != 0)
+		return r; /* a node that sends garbage loses the link */
+	if (p->st == P_HELLO) {
+		if (m.type == MSG_FED_WELCOME) {
+			uint64_t now = wall_ms(), t = m.u.fed_welcome.time_ms;
+			p->st = P_UP;
+			p->fails = 0;
+			p->ti = 0;
+			p->last_tx = uv_now(f->loop);
+			f->st.links_up++;
+			if ((now > t ? now - t : t - now) > 5 * 60 * 1000)
+				log_warn("federation: %s's clock is %lld s "
+				    "off ours", p->domain, (long long)
+				    ((int64_t)(t - now) / 1000));
+			log_info("federation: link to %s up", p->domain);
+			(void)uv_timer_start(&p->timer, peer_timer_cb,
+			    FED_KEEPALIVE_MS, 0);
+			peer_send_fwds(p);
+			peer_pump(p);
+			return 0;
+		}
+		if (m.type == MSG_ERROR) {
+			log_warn("federation: %s refused our link: %.*s",
+			    p->domain, (int)m.u.error.detail.len,
+			    m.u.error.detail.p);
+			return -(int)m.u.error.code;
+		}
+		return TERN_ESTATE;
+	}
+	if (p->st != P_UP)
+		return TERN_ESTATE;
+	switch (m.type) {
+	case MSG_PONG:
+		return 0;
+	case MSG_OK:
+	case MSG_ERROR:
+		for (k = 0; k < p->ninfl; k++)
+			if (p->infl[k].req == m.req) {
+				peer_answer_env(p, k, m.type == MSG_OK ? 0 :
+				    -(int)m.u.error.code);
+				return 0;
+			}
+		/* maybe a relayed request's error */
+		/* FALLTHROUGH */
+	case MSG_FED_RESP: {
+		struct fwd **pp, *w;
+		for (pp = &p->fwds; (w = *pp) != NULL; pp = &w->next)
+			if (w->req == m.req)
+				break;
+		if (w == NULL)
+			return 0; /* late, after its deadline */
+		*pp = w->next;
+		if (m.type == MSG_FED_RESP) {
+			struct msg in;
+			r = msg_decode(m.u.fed_resp.response.p,
+			    m.u.fed_resp.response.len, &in);
+			if (r == 0)
+				w->cb(w->arg, 0, &in);
+			else
+				w->cb(w->arg, TERN_EUNREACH, NULL);
+		} else {
+			w->cb(w->arg, 0, &m);
+		}
+		free(w->msg);
+		free(w);
+		return 0;
+	}
+	default:
+		return TERN_ETYPE;
+	}
+}
+
+static void
+out_closed(struct net_conn *c, int err)
+{
+	struct fconn *fc = net_conn_data(c);
+	struct peer *p = fc->p;
+
+	if (p == NULL || p->conn != c)
+		return;
+	if (p->st == P_CONNECTING && p->stat != NULL && p->stat->pinned &&
+	    err != TERN_EUNREACH && err != TERN_ETIMEOUT)
+		/* IK with a pinned key: a node holding another key cannot
+		 * finish the handshake; say what to look at. */
+		log_warn("federation: no handshake with %s at %s:%u (%s): is "
+		    "its key the key pinned for %s in [federation] peers?",
+		    p->domain, p->stat->host, p->stat->port,
+		    tern_strerror(err), p->domain);
+	p->conn = NULL;
+	peer_lost(p, err);
+}
+
+static const struct net_conn_cbs out_cbs = {
+	.open = out_open,
+	.message = out_message,
+	.closed = out_closed,
+};
+
+/* peer_lost: the link went (or never came); what was in flight is sent
+ * again next time from the store. */
+static void
+peer_lost(struct peer *p, int err)
+{
+	struct fed *f = p->f;
+	size_t k;
+	struct fwd *w;
+
+	if (p->st == P_UP) {
+		f->st.links_up--;
+		log_info("federation: link to %s lost: %s", p->domain,
+		    tern_strerror(err));
+	}
+	for (k = 0; k < p->ninfl; k++)
+		if (p->infl[k].seq - 1 < p->last_seq)
+			p->last_seq = p->infl[k].seq - 1;
+	p->ninfl = 0;
+	p->paused = false;
+	/* Relayed requests already written get no answer now. */
+	for (w = p->fwds; w != NULL; w = w->next)
+		w->req = 0;
+	uv_timer_stop(&p->timer);
+	if (f->stopping) {
+		p->st = P_IDLE;
+		return;
+	}
+	p->fails++;
+	if (p->queued || p->fwds != NULL)
+		peer_backoff(p);
+	else
+		p->st = P_IDLE;
+	if (p->fails > 3)
+		peer_fail_fwds(p, TERN_EUNREACH, false);
+}
+
+static void
+peer_dial(struct peer *p, const char *host, uint16_t port, const uint8_t *rs)
+{
+	struct fed *f = p->f;
+	struct net_conn *c;
+	int r;
+
+	r = net_connect(f->nl, host, port, CHAN_KIND_FEDERATION,
+	    rs != NULL ? CHAN_IK : CHAN_XX, f->priv, rs, MSG_MAX, &out_cbs,
+	    sizeof(struct fconn), &c);
+	if (r != 0) {
+		log_warn("federation: connecting to %s at %s:%u: %s",
+		    p->domain, host, port, tern_strerror(r));
+		p->fails++;
+		peer_backoff(p);
+		return;
+	}
+	((struct fconn *)net_conn_data(c))->p = p;
+	p->conn = c;
+	p->st = P_CONNECTING;
+}
+
+static void
+lookup_cb(void *arg, int err, const struct dns_target *t, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct peer *p = arg;
+	struct fed *f = p->f;
+
+	fed_op_done(f);
+	if (f->stopping || p->st != P_RESOLVING)
+		return;
+	if (err != 0 || n == 0) {
+		log_warn("federation: finding %s's node: %s%s%s", p->domain,
+		    tern_strerror(err != 0 ? err : TERN_ENOTFOUND),
+		    detail[0] ? ": " : "", detail);
+		p->fails++;
+		if (err == TERN_ENOSERVICE)
+			peer_fail_fwds(p, TERN_EUNREACH, false);
+		peer_backoff(p);
+		return;
+	}
+	p->ntg = n < FED_TARGETS_MAX ? n : FED_TARGETS_MAX;
+	memcpy(p->tg, t, p->ntg * sizeof(t[0]));
+	if (p->ti >= p->ntg)
+		p->ti = 0;
+	/* Each attempt the next target, RFC 2782 order, round again. */
+	{
+		const struct dns_target *tt = &p->tg[p->ti];
+		p->ti = (p->ti + 1) % p->ntg;
+		peer_dial(p, tt->addr, tt->port, NULL);
+	}
+}
+
+static void
+peer_connect(struct peer *p)
+{
+	struct fed *f = p->f;
+	int r;
+
+	if (p->st != P_IDLE || f->stopping)
+		return;
+	if (p->stat != NULL) {
+		peer_dial(p, p->stat->host, p->stat->port,
+		    p->stat->pinned ? p->stat->key : NULL);
+		return;
+	}
+	p->st = P_RESOLVING;
+	if ((r = fdisc_lookup(f->disc, p->domain, lookup_cb, p)) != 0) {
+		log_warn("federation: cannot look up %s: %s", p->domain,
+		    tern_strerror(r));
+		p->fails++;
+		peer_backoff(p);
+		return;
+	}
+	f->pending++;
+}
+
+void
+fed_kick(struct fed *f, const char *domain)
+{
+	struct peer *p;
+
+	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
+		return;
+	p->queued = true;
+	if (p->st == P_UP) {
+		peer_pump(p);
+	} else if (p->st == P_BACKOFF) {
+		uv_timer_stop(&p->timer);
+		p->st = P_IDLE;
+		peer_connect(p);
+	} else if (p->st == P_IDLE) {
+		peer_connect(p);
+	}
+}
+
+int
+fed_send_now(struct fed *f, const char *domain, const struct msg_fed_env *e)
+{
+	struct peer *p = peer_find(f, domain, false);
+	struct msg m = {.type = MSG_FED_ENV};
+
+	if (p == NULL || p->st != P_UP || p->conn == NULL)
+		return TERN_EUNREACH;
+	m.req = peer_req(p);
+	m.u.fed_env = *e;
+	/* Its OK is not awaited: an ephemeral envelope is never resent. */
+	if (fed_write(p->conn, &m) != 0)
+		return TERN_EUNREACH;
+	p->last_tx = uv_now(f->loop);
+	return 0;
+}
+
+int
+fed_forward(struct fed *f, const char *domain, const char *requester,
+    const struct msg *req, void (*cb)(void *, int, const struct msg *),
+    void *arg)
+{
+	uint8_t inner[MSG_FED_REQ_MAX];
+	size_t ilen, olen;
+	struct msg m = {.type = MSG_FED_REQ};
+	struct peer *p;
+	struct fwd *w;
+	int r;
+
+	if (req->type != MSG_DEVICE_LIST && req->type != MSG_PROFILE_GET &&
+	    req->type != MSG_BUNDLE_GET)
+		return TERN_EINVAL;
+	if ((r = msg_encode(req, inner, sizeof(inner), &ilen)) != 0)
+		return r;
+	if ((p = peer_find(f, domain, true)) == NULL)
+		return TERN_ENOMEM;
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return TERN_ENOMEM;
+	m.u.fed_req.requester.p = requester;
+	m.u.fed_req.requester.len = strlen(requester);
+	m.u.fed_req.request.p = inner;
+	m.u.fed_req.request.len = ilen;
+	olen = msg_encoded_size(&m);
+	if (olen == 0 || (w->msg = malloc(olen)) == NULL ||
+	    msg_encode(&m, w->msg, olen, &w->len) != 0) {
+		free(w->msg);
+		free(w);
+		return TERN_EINVAL;
+	}
+	w->cb = cb;
+	w->arg = arg;
+	w->deadline = uv_now(f->loop) + FED_FORWARD_TIMEOUT_MS;
+	/* Appended: answers come in any order, but requests go in order. */
+	{
+		struct fwd **pp = &p->fwds;
+		while (*pp != NULL)
+			pp = &(*pp)->next;
+		*pp = w;
+	}
+	if (p->st == P_UP)
+		peer_send_fwds(p);
+	else if (p->st == P_IDLE)
+		peer_connect(p);
+	else if (p->st == P_BACKOFF && p->fails <= 3) {
+		uv_timer_stop(&p->timer);
+		p->st = P_IDLE;
+		peer_connect(p);
+	}
+	return 0;
+}
+
+/* --- inbound links ------------------------------------------------------ */
+
+static void
+fin_put(struct fin *in)
+{
+	if (--in->refs == 0)
+		free(in);
+}
+
+static void
+fin_verified(struct fin *in, int r, const char *why)
+{
+	struct fed *f = in->f;
+	struct msg m = {.type = MSG_FED_WELCOME, .req = in->hello_req};
+	struct peer *p;
+
+	in->verifying = false;
+	if (in->conn == NULL)
+		return;
+	if (r != 0) {
+		char key_fp[2 * KTRUST_FP_LEN + 1];
+		ktrust_fingerprint(in->key, key_fp);
+		f->st.auth_refused_total++;
+		log_warn("federation: refused a link claiming %s (key %s...): "
+		    "%s", in->domain, key_fp, why != NULL ? why :
+		    "the key is not the one pinned in [federation] peers");
+		fed_error(in->conn, in->hello_req, TERN_EAUTH, "this key does "
+		    "not serve that domain");
+		net_conn_close(in->conn, TERN_EAUTH);
+		return;
+	}
+	in->up = true;
+	f->st.inbound_up++;
+	m.u.fed_welcome.domain.p = f->domain;
+	m.u.fed_welcome.domain.len = strlen(f->domain);
+	m.u.fed_welcome.time_ms = wall_ms();
+	(void)fed_write(in->conn, &m);
+	/* A node that is back: what we had for it goes now (13.2). */
+	if ((p = peer_find(f, in->domain, false)) != NULL && p->queued)
+		fed_kick(f, in->domain);
+}
+
+struct env_ctx {
+	struct fin *in;
+	uint32_t req;
+};
+
+static void
+in_env_done(void *arg, int status)
+{
+	struct env_ctx *x = arg;
+	struct fin *in = x->in;
+
+	if (in->conn != NULL) {
+		if (status == 0) {
+			struct msg m = {.type = MSG_OK, .req = x->req};
+			(void)fed_write(in->conn, &m);
+		} else {
+			fed_error(in->conn, x->req, status, NULL);
+		}
+	}
+	free(x);
+	fin_put(in);
+}
+
+static void
+in_req_done(void *arg, const struct msg *resp)
+{
+	struct env_ctx *x = arg;
+	struct fin *in = x->in;
+	uint8_t buf[MSG_MAX];
+	size_t n;
+
+	if (in->conn != NULL) {
+		if (msg_encode(resp, buf, sizeof(buf), &n) != 0) {
+			fed_error(in->conn, x->req, TERN_EINVAL, NULL);
+		} else {
+			struct msg m = {.type = MSG_FED_RESP, .req = x->req};
+			m.u.fed_resp.response.p = buf;
+			m.u.fed_resp.response.len = n;
+			(void)fed_write(in->conn, &m);
+		}
+	}
+	free(x);
+	fin_put(in);
+}
+
+static int
+in_hello(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_hello *h = &m->u.fed_hello;
+	int r;
+
+	if (in->up || in->verifying) {
+		fed_error(in->conn, m->req, TERN_ESTATE, "hello again");
+		return 0;
+	}
+	if (h->to_domain.len != strlen(f->domain) ||
+	    strncasecmp(h->to_domain.p, f->domain, h->to_domain.len) != 0) {
+		fed_error(in->conn, m->req, TERN_EUNREACH, "that domain is not "
+		    "served here");
+		return TERN_EUNREACH;
+	}
+	snprintf(in->domain, sizeof(in->domain), "%.*s", (int)h->domain.len,
+	    h->domain.p);
+	for (char *c = in->domain; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c - 'A' + 'a');
+	if (strcmp(in->domain, f->domain) == 0) {
+		fed_error(in->conn, m->req, TERN_EAUTH, "that is our domain");
+		return TERN_EAUTH;
+	}
+	in->hello_req = m->req;
+	in->verifying = true;
+	in->refs++;
+	r = fed_verify(f, NULL, in, in->domain, in->key);
+	if (r == 1)
+		return 0; /* fin_verified later */
+	in->refs--;
+	fin_verified(in, r, NULL);
+	return 0;
+}
+
+static int
+in_env(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_env *e = &m->u.fed_env;
+	char d[IDENT_DOMAIN_MAX + 1];
+	struct env_ctx *x;
+	int r;
+
+	if (addr_domain(&e->from, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, in->domain) != 0) {
+		/* Someone speaking for a domain it did not prove. */
+		f->st.auth_refused_total++;
+		log_warn("federation: %s sent an envelope from %.*s: refused",
+		    in->domain, (int)e->from.len, e->from.p);
+		fed_error(in->conn, m->req, TERN_EAUTH, "sender not in your "
+		    "domain");
+		return 0;
+	}
+	if (addr_domain(&e->to, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, f->domain) != 0) {
+		fed_error(in->conn, m->req, TERN_EUNREACH, "recipient's domain "
+		    "is not served here");
+		return 0;
+	}
+	if ((x = malloc(sizeof(*x))) == NULL) {
+		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
+		return 0;
+	}
+	x->in = in;
+	x->req = m->req;
+	in->refs++;
+	f->st.received_total++;
+	if ((r = f->hooks.deliver(f->hooks.srv, e, in_env_done, x)) != 0) {
+		in->refs--;
+		free(x);
+		fed_error(in->conn, m->req, r, NULL);
+	}
+	return 0;
+}
+
+static int
+in_req(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_req *q = &m->u.fed_req;
+	char d[IDENT_DOMAIN_MAX + 1], who[IDENT_ADDR_MAX + 1];
+	struct env_ctx *x;
+	struct msg inner;
+	int r;
+
+	if (addr_domain(&q->requester, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, in->domain) != 0) {
+		fed_error(in->conn, m->req, TERN_EAUTH, "requester not in your "
+		    "domain");
+		return 0;
+	}
+	if ((r = msg_decode(q->request.p, q->request.len, &inner)) != 0) {
+		fed_error(in->conn, m->req, r, "bad relayed request");
+		return 0;
+	}
+	if (inner.type != MSG_DEVICE_LIST && inner.type != MSG_PROFILE_GET &&
+	    inner.type != MSG_BUNDLE_GET) {
+		fed_error(in->conn, m->req, TERN_ETYPE, "not a relayable "
+		    "request");
+		return 0;
+	}
+	snprintf(who, sizeof(who), "%.*s", (int)q->requester.len,
+	    q->requester.p);
+	if ((x = malloc(sizeof(*x))) == NULL) {
+		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
+		return 0;
+	}
+	x->in = in;
+	x->req = m->req;
+	in->refs++;
+	if ((r = f->hooks.request(f->hooks.srv, who, &inner, in_req_done,
+	    x)) != 0) {
+		in->refs--;
+		free(x);
+		fed_error(in->conn, m->req, r, NULL);
+	}
+	return 0;
+}
+
+static void
+in_open(struct net_conn *c)
+{
+	struct fed *f = net_listener_data(net_conn_listener(c));
+	struct fconn *fc = net_conn_data(c);
+	struct fin *in = calloc(1, sizeof(*in));
+
+	if (in == NULL) {
+		net_conn_abort(c, TERN_ENOMEM);
+		return;
+	}
+	in->f = f;
+	in->conn = c;
+	in->refs = 1;
+	memcpy(in->key, chan_remote_key(&c->chan), 32);
+	fc->inbound = true;
+	fc->in = in;
+}
+
+static int
+in_message(struct net_conn *c, const uint8_t *buf, size_t len)
+{
+	struct fconn *fc = net_conn_data(c);
+	struct fin *in = fc->in;
+	struct msg m;
+	uint8_t type;
+	uint32_t req;
+	int r;
+
+	if (in == NULL)
+		return TERN_ESTATE;
+	if ((r = msg_decode(buf, len, &m)) != 0) {
+		if (msg_peek_header(buf, len, &type, &req) == 0 &&
+		    type != MSG_ERROR)
+			fed_error(c, req, r, NULL);
+		return r == TERN_ETYPE ? 0 : r;
+	}
+	if (m.type == MSG_PING) {
+		struct msg pong = {.type = MSG_PONG, .req = m.req};
+		pong.u.pong.nonce = m.u.ping.nonce;
+		(void)fed_write(c, &pong);
+		return 0;
+	}
+	if (m.type == MSG_FED_HELLO)
+		return in_hello(in, &m);
+	if (!in->up) {
+		fed_error(c, m.req, TERN_EAUTH, "hello first");
+		return 0;
+	}
+	switch (m.type) {
+	case MSG_FED_ENV:
+		return in_env(in, &m);
+	case MSG_FED_REQ:
+		return in_req(in, &m);
+	case MSG_ERROR:
+	case MSG_PONG:
+		return 0;
+	default:
+		fed_error(c, m.req, TERN_ETYPE, "not on a federation link");
+		return 0;
+	}
+}
+
+static void
+in_closed(struct net_conn *c, int err)
+{
+	struct fconn *fc = net_conn_data(c);
+	struct fin *in = fc->in;
+
+	if (in == NULL)
+		return;
+	if (in->up)
+		in->f->st.inbound_up--;
+	in->conn = NULL;
+	fc->in = NULL;
+	fin_put(in);
+}
+
+static const struct net_conn_cbs in_cbs = {
+	.open = in_open,
+	.message = in_message,
+	.closed = in_closed,
+};
+
+/* --- start, stop -------------------------------------------------------- */
+
+static void
+tick_cb(uv_timer_t *t)
+{
+	struct fed *f = t->data;
+	struct peer *p;
+
+	for (p = f->peers; p != NULL; p = p->next)
+		peer_fail_fwds(p, TERN_ETIMEOUT, true);
+}
+
+static void
+domains_cb(void *arg, int status, const struct store_result *res)
+{
+	struct fed *f = arg;
+	size_t i;
+
+	fed_op_done(f);
+	if (f->stopping)
+		return;
+	if (status != 0) {
+		log_warn("federation: reading the outbound queues: %s",
+		    tern_strerror(status));
+		return;
+	}
+	for (i = 0; i < res->n_fed_domains; i++) {
+		log_info("federation: %llu envelopes queued for %s",
+		    (unsigned long long)res->fed_domains[i].count,
+		    res->fed_domains[i].domain);
+		fed_kick(f, res->fed_domains[i].domain);
+	}
+	if (res->more && res->n_fed_domains > 0 &&
+	    store_fed_domains(f->store,
+	    res->fed_domains[res->n_fed_domains - 1].domain, domains_cb,
+	    f) == 0)
+		f->pending++;
+}
+
+int
+fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
+    const struct fed_config *cfg, const struct fed_hooks *hooks,
+    struct fed **out)
+{
+	char host[DNS_ADDR_MAX];
+	const char *colon;
+	unsigned long port;
+	char *end;
+	struct fed *f;
+	struct dns_config dc = {0};
+	struct ktrust_config kc = {0};
+	int r;
+
+	*out = NULL;
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return TERN_ENOMEM;
+	f->loop = loop;
+	f->nl = nl;
+	f->store = store;
+	f->hooks = *hooks;
+	snprintf(f->domain, sizeof(f->domain), "%s", cfg->domain);
+	memcpy(f->priv, cfg->priv, 32);
+	if ((r = fed_parse_peers(f, cfg->peers)) != 0)
+		goto fail;
+	colon = strrchr(cfg->listen, ':');
+	if (colon == NULL || (size_t)(colon - cfg->listen) >= sizeof(host)) {
+		log_error("[federation] listen: want HOST:PORT, not '%s'",
+		    cfg->listen);
+		r = TERN_ECONFIG;
+		goto fail;
+	}
+	memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
+	host[colon - cfg->listen] = '\0';
+	if (host[0] == '[' && strlen(host) > 2) {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	port = strtoul(colon + 1, &end, 10);
+	if (*end != '\0' || port > 65535) {
+		log_error("[federation] listen: bad port in '%s'", cfg->listen);
+		r = TERN_ECONFIG;
+		goto fail;
+	}
+	dc.nameserver = cfg->dns_servers != NULL &&
+	    strcmp(cfg->dns_servers, "system") != 0 ? cfg->dns_servers : NULL;
+	dc.timeout_ms = cfg->dns_timeout_ms;
+	if ((r = dns_new(loop, &dc, &f->dns)) != 0) {
+		log_error("[federation] dns_servers: %s", tern_strerror(r));
+		goto fail;
+	}
+	if ((r = fdisc_new(loop, f->dns, NULL, &f->disc)) != 0)
+		goto fail_dns;
+	if ((r = ktrust_memstore_new(&f->kmem)) != 0)
+		goto fail_disc;
+	/* Remembered keys live in memory for now: forgotten at restart,
+	 * when DNS (or a pin) must vouch for a key again. */
+	kc.store = ktrust_memstore_ops(f->kmem);
+	if ((r = ktrust_new(&kc, &f->kt)) != 0)
+		goto fail_kmem;
+	r = net_listen(nl, host, (uint16_t)port, CHAN_KIND_FEDERATION, f->priv,
+	    MSG_MAX_UNAUTH, &in_cbs, sizeof(struct fconn), f, &f->lis);
+	if (r != 0) {
+		log_error("federation: cannot listen on %s: %s", cfg->listen,
+		    tern_strerror(r));
+		goto fail_kt;
+	}
+	if (uv_timer_init(loop, &f->tick) != 0) {
+		net_listener_close(f->lis);
+		r = TERN_EIO;
+		goto fail_kt;
+	}
+	f->tick.data = f;
+	f->handles = 1;
+	(void)uv_timer_start(&f->tick, tick_cb, 1000, 1000);
+	if (store_fed_domains(store, NULL, domains_cb, f) == 0)
+		f->pending++;
+	/* Say hello to the static peers: a node that was down tells its
+	 * partners it is back, so they send what they hold at once. */
+	{
+		size_t i;
+		for (i = 0; i < f->nstat; i++) {
+			struct peer *p = peer_find(f, f->stat[i].domain, true);
+			if (p != NULL)
+				peer_connect(p);
+		}
+	}
+	log_info("federation: %s on %s:%u, %zu static routes", f->domain,
+	    host, net_listener_port(f->lis), f->nstat);
+	*out = f;
+	return 0;
+fail_kt:
+	ktrust_free(f->kt);
+fail_kmem:
+	ktrust_memstore_free(f->kmem);
+fail_disc:
+	fdisc_close(f->disc, NULL, NULL);
+fail_dns:
+	dns_close(f->dns, NULL, NULL);
+fail:
+	sodium_memzero(f->priv, sizeof(f->priv));
+	free(f);
+	return r;
+}
+
+uint16_t
+fed_port(const struct fed *f)
+{
+	return net_listener_port(f->lis);
+}
+
+void
+fed_stats(const struct fed *f, struct fed_stats *out)
+{
+	*out = f->st;
+}
+
+static void
+fed_op_done(struct fed *f)
+{
+	f->pending--;
+	fed_maybe_freed(f);
+}
+
+static void
+fed_handle_closed(uv_handle_t *h)
+{
+	struct fed *f = h->data;
+
+	f->handles--;
+	fed_maybe_freed(f);
+}
+
+static void
+fed_disc_closed(void *arg)
+{
+	struct fed *f = arg;
+
+	f->handles--;
+	fed_maybe_freed(f);
+}
+
+static void
+fed_maybe_freed(struct fed *f)
+{
+	if (!f->stopping || f->pending > 0 || f->handles > 0)
+		return;
+	ktrust_free(f->kt);
+	ktrust_memstore_free(f->kmem);
+	sodium_memzero(f->priv, sizeof(f->priv));
+	if (f->stop_cb != NULL)
+		f->stop_cb(f->stop_arg);
+	free(f);
+}
+
+static void
+fed_dns_closed(void *arg)
+{
+	struct fed *f = arg;
+
+	f->handles--;
+	fed_maybe_freed(f);
+}
+
+void
+fed_stop(struct fed *f, void (*cb)(void *), void *arg)
+{
+	struct peer *p, *next;
+
+	if (f->stopping)
+		return;
+	f->stopping = true;
+	f->stop_cb = cb;
+	f->stop_arg = arg;
+	f->handles++; /* held while we close things below */
+	net_listener_close(f->lis);
+	for (p = f->peers; p != NULL; p = next) {
+		next = p->next;
+		peer_fail_fwds(p, TERN_ECLOSED, false);
+		if (p->conn != NULL)
+			net_conn_close(p->conn, TERN_ECLOSED);
+		uv_timer_stop(&p->timer);
+		uv_close((uv_handle_t *)&p->timer, peer_timer_closed);
+	}
+	f->peers = NULL;
+	uv_close((uv_handle_t *)&f->tick, fed_handle_closed);
+	f->handles += 2;
+	fdisc_close(f->disc, fed_disc_closed, f);
+	dns_close(f->dns, fed_dns_closed, f);
+	f->handles--;
+	fed_maybe_freed(f);
+}

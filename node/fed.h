@@ -1,0 +1,125 @@
+/*
+ * fed.h: the node's side of federation (SPEC.md section 13): links to
+ * other domains' nodes, the outbound queues they drain, and the inbound
+ * links other nodes open to us.
+ *
+ * The server owns one struct fed when [federation] listen is set. It
+ * hands it envelopes for other domains (queued durably by the store
+ * first, then fed_kick), ephemeral envelopes (fed_send_now) and client
+ * requests about remote users (fed_forward). What arrives from other
+ * nodes goes back to the server through struct fed_hooks, so that a
+ * remote envelope meets exactly the checks and the delivery path of a
+ * local SEND.
+ *
+ * Links carry requests one way (13.1): we open one to each domain we have
+ * something for; the other node opens its own to us. A link is kept while
+ * there is traffic and for a while after (keepalive PINGs), retried with
+ * exponential backoff and full jitter while its domain is unreachable.
+ */
+#ifndef TERN_FED_H
+#define TERN_FED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "msg.h"
+#include "net.h"
+#include "store.h"
+#include "tern_err.h"
+
+#define FED_PORT_DEFAULT 7371
+#define FED_WINDOW 256              /* unanswered FED_ENV per link */
+#define FED_ATTEMPTS_MAX 10         /* failures before an envelope is set
+                                       aside (13.2) */
+#define FED_BACKOFF_MIN_MS 1000
+#define FED_BACKOFF_MAX_MS (10u * 60 * 1000)
+#define FED_KEEPALIVE_MS 30000
+#define FED_FORWARD_TIMEOUT_MS 10000 /* a relayed request's answer */
+#define FED_PEERS_MAX 4096          /* domains we keep link state for */
+
+struct fed;
+
+struct fed_config {
+	const char *domain;         /* ours */
+	const uint8_t *priv;        /* node static private key (32 bytes) */
+	const char *listen;         /* "HOST:PORT" (numeric) */
+	const char *peers;          /* static routes, or NULL/"none" */
+	const char *dns_servers;    /* NULL/"system", or "IP[:PORT],..." */
+	uint32_t dns_timeout_ms;    /* 0: the resolver's default */
+};
+
+/* What the server does for fed (all called on the loop thread). */
+struct fed_hooks {
+	/* deliver: a FED_ENV from a link authenticated for link_domain,
+	 * whose sender is already checked to be in it. The server applies
+	 * the checks of SPEC.md 7.2 from row 3 on and calls done(arg,
+	 * status) once: 0 when durable (or, for class 3, handed on). A
+	 * nonzero return means done will not be called. */
+	int (*deliver)(void *srv, const struct msg_fed_env *e,
+	    void (*done)(void *arg, int status), void *arg);
+	/* request: a client request (DEVICE_LIST, PROFILE_GET, BUNDLE_GET)
+	 * from remote user requester; done(arg, resp) once with the answer
+	 * (borrowed). A nonzero return means done will not be called. */
+	int (*request)(void *srv, const char *requester, const struct msg *req,
+	    void (*done)(void *arg, const struct msg *resp), void *arg);
+	/* notice_wake: a notice was queued for (user_id, device_id): fetch
+	 * it if that device is connected. */
+	void (*notice_wake)(void *srv, int64_t user_id, uint32_t device_id);
+	void *srv;
+};
+
+/*
+ * fed_start: listens on cfg->listen and starts the outbound queues found
+ * in the store (a link to each domain with something queued). Errors:
+ * TERN_ECONFIG (a bad listen address or peers entry; a line on stderr via
+ * log), TERN_EIO (cannot listen), TERN_ENOMEM.
+ */
+int fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
+    const struct fed_config *cfg, const struct fed_hooks *hooks,
+    struct fed **out) TERN_WUR;
+
+/* fed_stop: closes links and the listener; cb(arg) when all is freed.
+ * Envelopes in flight stay queued (the store still has them). */
+void fed_stop(struct fed *f, void (*cb)(void *), void *arg);
+
+/* fed_port: the port fed listens on (for tests that let it pick). */
+uint16_t fed_port(const struct fed *f);
+
+/* fed_kick: domain has (new) entries in the outbound queue: send them
+ * now if its link is up, else open it (now, even if backing off). */
+void fed_kick(struct fed *f, const char *domain);
+
+/*
+ * fed_send_now: an ephemeral envelope (class 3), never queued: written to
+ * domain's link if it is established, else dropped. 0 or TERN_EUNREACH
+ * (dropped; not an error to the sender, SPEC.md 13.2).
+ */
+int fed_send_now(struct fed *f, const char *domain,
+    const struct msg_fed_env *e);
+
+/*
+ * fed_forward: relays the client request req (DEVICE_LIST, PROFILE_GET,
+ * BUNDLE_GET) about a user of domain, on behalf of local user requester.
+ * cb(arg, 0, resp) with the remote answer (borrowed; maybe an ERROR), or
+ * cb(arg, TERN_EUNREACH / TERN_ETIMEOUT, NULL). Exactly once, never
+ * synchronously. Returns TERN_ENOMEM or TERN_EINVAL synchronously (then
+ * cb is not called).
+ */
+int fed_forward(struct fed *f, const char *domain, const char *requester,
+    const struct msg *req, void (*cb)(void *arg, int status,
+    const struct msg *resp), void *arg) TERN_WUR;
+
+/* Counters for /metrics. */
+struct fed_stats {
+	uint64_t links_up;          /* outbound links established now */
+	uint64_t inbound_up;        /* inbound links established now */
+	uint64_t sent_total;        /* envelopes the destination took */
+	uint64_t refused_total;     /* refused for good or set aside */
+	uint64_t received_total;    /* envelopes from other nodes */
+	uint64_t auth_refused_total; /* links refused: wrong key, domain */
+};
+void fed_stats(const struct fed *f, struct fed_stats *out);
+
+#endif

@@ -1,0 +1,589 @@
+/*
+ * test_fed.c: federation (SPEC.md section 13) between real ternd
+ * processes on loopback, with the tern CLI as the users, and a fake node
+ * (this process, on the real transport) for what an honest node never
+ * sends.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <string.h>
+
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "ternd_harness.h"
+
+#include <sodium.h>
+#include <uv.h>
+
+#include "msg.h"
+#include "net.h"
+#include "noise.h"
+#include "tt_uv.h"
+
+#define TERN_BIN TERN_BUILD_DIR "/client/tern"
+
+struct fnode {
+	struct ternd t;
+	char domain[32];
+	uint16_t fed_port;
+	char key[64];              /* base64 node key */
+	char server[32];           /* client address, for tern --server */
+};
+
+static struct fnode N1, N2;
+static char pdir[TERND_PATH];
+
+/* fconf_replace: the line that is exactly old becomes "listen = VALUE"
+ * ([federation] listen is the only "listen = none": [node] listen
+ * always has an address). */
+static void
+fconf_replace(struct ternd *t, const char *old, const char *value)
+{
+	size_t len = 0;
+	char *s = tt_read_file(t->conf, &len), *at;
+	FILE *f;
+
+	TT_ASSERT(s != NULL);
+	TT_ASSERT((at = strstr(s, old)) != NULL);
+	TT_ASSERT((f = fopen(t->conf, "w")) != NULL);
+	fwrite(s, 1, (size_t)(at - s), f);
+	fprintf(f, "listen = %s", value);
+	fputs(at + strlen(old), f);
+	TT_EQ(fclose(f), 0);
+	free(s);
+}
+
+/* fnode_init: ternd init for domain, with federation on a free port. */
+static void
+fnode_init(struct fnode *n, const char *domain)
+{
+	char listen[64], out[4096], *k;
+	int st;
+
+	memset(n, 0, sizeof(*n));
+	snprintf(n->domain, sizeof(n->domain), "%s", domain);
+	snprintf(n->t.dir, sizeof(n->t.dir), "/tmp/ternd-fed-XXXXXX");
+	TT_ASSERT(mkdtemp(n->t.dir) != NULL);
+	ternd_track(&n->t);
+	snprintf(n->t.conf, sizeof(n->t.conf), "%s/ternd.conf", n->t.dir);
+	snprintf(n->t.log, sizeof(n->t.log), "%s/ternd.log", n->t.dir);
+	snprintf(n->t.runfile, sizeof(n->t.runfile), "%s/ternd.run",
+	    n->t.dir);
+	n->t.port = ternd_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", n->t.port);
+	snprintf(n->server, sizeof(n->server), "127.0.0.1:%u", n->t.port);
+	{
+		const char *args[] = {"init", "--domain", domain, "--dir",
+		    n->t.dir, "--listen", listen, "--metrics-listen",
+		    "127.0.0.1:0", "--open-registration", NULL};
+		st = ternd_wait_exit(ternd_spawn(args, -1, -1), 10000);
+		TT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	{
+		const char *args[] = {"dns-records", NULL};
+		TT_EQ(ternd_cli(&n->t, out, sizeof(out), args), 0);
+	}
+	TT_ASSERT((k = strstr(out, "Node key (clients may pin it): ")) !=
+	    NULL);
+	snprintf(n->key, sizeof(n->key), "%.44s", k + 31);
+	n->fed_port = ternd_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", n->fed_port);
+	fconf_replace(&n->t, "listen = none", listen);
+}
+
+/* fnode_route: n routes to m (pinning m's key, or key if not NULL). */
+static void
+fnode_route(struct fnode *n, const struct fnode *m, const char *key)
+{
+	char v[256];
+
+	snprintf(v, sizeof(v), "%s=127.0.0.1:%u/%s", m->domain, m->fed_port,
+	    key != NULL ? key : m->key);
+	ternd_conf_set(&n->t, "peers", v);
+}
+
+struct run {
+	int status;
+	char *out;
+	char err[4096];
+};
+
+static void
+tern_run(struct run *res, const char *who, const char *const *args)
+{
+	posix_spawn_file_actions_t fa;
+	char profile[TERND_PATH + 64], op[TERND_PATH + 8], ep[TERND_PATH + 8];
+	char *argv[24], *e;
+	size_t n = 0, len;
+	pid_t pid;
+	int i, st;
+
+	snprintf(profile, sizeof(profile), "%s/%s", pdir, who);
+	snprintf(op, sizeof(op), "%s/out", pdir);
+	snprintf(ep, sizeof(ep), "%s/err", pdir);
+	argv[n++] = (char *)TERN_BIN;
+	argv[n++] = (char *)"--profile";
+	argv[n++] = profile;
+	for (i = 0; args[i] != NULL; i++)
+		argv[n++] = (char *)args[i];
+	argv[n] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, op, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	posix_spawn_file_actions_addopen(&fa, 2, ep, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	TT_EQ(posix_spawn(&pid, TERN_BIN, &fa, NULL, argv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	st = ternd_wait_exit(pid, 120000);
+	TT_ASSERT(st != -1);
+	res->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	res->out = tt_read_file(op, &len);
+	TT_ASSERT(res->out != NULL);
+	e = tt_read_file(ep, &len);
+	TT_ASSERT(e != NULL);
+	snprintf(res->err, sizeof(res->err), "%s", e);
+	free(e);
+	if (strstr(res->err, "Sanitizer") != NULL ||
+	    strstr(res->err, "runtime error") != NULL)
+		tt_fail(__FILE__, __LINE__, "tern: %s", res->err);
+}
+
+#define TERN(res, who, ...) do {                                        \
+	const char *a_[] = {__VA_ARGS__, NULL};                          \
+	tern_run((res), (who), a_);                                      \
+} while (0)
+
+static void
+ok(struct run *r)
+{
+	if (r->status != 0)
+		tt_fail(__FILE__, __LINE__, "tern exited %d: %s", r->status,
+		    r->err);
+}
+
+static size_t
+count_of(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
+/* Two nodes that route to each other, both running, alice on one and
+ * bob on two registered. */
+static void
+pair_start(void)
+{
+	struct run r;
+
+	fnode_init(&N1, "one.test");
+	fnode_init(&N2, "two.test");
+	fnode_route(&N1, &N2, NULL);
+	fnode_route(&N2, &N1, NULL);
+	ternd_start(&N1.t);
+	ternd_start(&N2.t);
+	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
+	TT_EQ(mkdir(pdir, 0700), 0);
+	TERN(&r, "alice", "register", "alice@one.test", "--server",
+	    N1.server);
+	ok(&r);
+	free(r.out);
+	TERN(&r, "bob", "register", "bob@two.test", "--server", N2.server);
+	ok(&r);
+	free(r.out);
+}
+
+static void
+pair_stop(void)
+{
+	if (N1.t.pid != 0)
+		ternd_stop(&N1.t);
+	if (N2.t.pid != 0)
+		ternd_stop(&N2.t);
+	ternd_destroy(&N1.t);
+	ternd_destroy(&N2.t);
+}
+
+static void
+send_ok(const char *who, const char *to, const char *text, char id[33])
+{
+	struct run r;
+
+	TERN(&r, who, "send", to, text);
+	ok(&r);
+	TT_EQ(strlen(r.out), 33);
+	if (id != NULL)
+		snprintf(id, 33, "%.32s", r.out);
+	free(r.out);
+}
+
+/* inbox_wait: runs `tern inbox` until want is in what it printed (all
+ * runs together), for a node that needs a moment to hand over. */
+static char *
+inbox_wait(const char *who, const char *want, uint32_t max_ms)
+{
+	uint64_t end = ternd_now_ms() + max_ms;
+	size_t cap = 1 << 16, len = 0;
+	char *all = calloc(1, cap);
+	struct run r;
+
+	TT_ASSERT(all != NULL);
+	for (;;) {
+		TERN(&r, who, "inbox", "--json");
+		ok(&r);
+		if (len + strlen(r.out) + 1 < cap) {
+			memcpy(all + len, r.out, strlen(r.out) + 1);
+			len += strlen(r.out);
+		}
+		free(r.out);
+		if (strstr(all, want) != NULL)
+			return all;
+		if (ternd_now_ms() >= end)
+			tt_fail(__FILE__, __LINE__, "no '%s' after %u ms; got: "
+			    "%s", want, max_ms, all);
+		ternd_nap(200);
+	}
+}
+
+static void
+status_wait(const char *who, const char *id, const char *want)
+{
+	uint64_t end = ternd_now_ms() + 20000;
+	struct run r;
+
+	for (;;) {
+		TERN(&r, who, "status", id);
+		ok(&r);
+		if (strncmp(r.out, want, strlen(want)) == 0) {
+			free(r.out);
+			return;
+		}
+		if (ternd_now_ms() >= end)
+			tt_fail(__FILE__, __LINE__, "status %s stays %s", id,
+			    r.out);
+		free(r.out);
+		ternd_nap(200);
+	}
+}
+
+/* Messages and receipts both ways between two domains. */
+TT_CASE(fed__both_ways_with_receipts)
+{
+	struct run r;
+	char id[33], *all;
+
+	pair_start();
+	send_ok("alice", "bob@two.test", "hello two, from one", id);
+	all = inbox_wait("bob", "hello two, from one", 20000);
+	TT_EQ(count_of(all, "\"from\":\"alice@one.test\""), 1);
+	free(all);
+	status_wait("alice", id, "delivered");
+	TERN(&r, "bob", "read", "alice@one.test");
+	ok(&r);
+	free(r.out);
+	status_wait("alice", id, "read");
+	send_ok("bob", "alice@one.test", "and back to one", NULL);
+	all = inbox_wait("alice", "and back to one", 20000);
+	free(all);
+	/* Profiles and device lists of remote users come through. */
+	TERN(&r, "bob", "profile", "set", "name", "Bob Two");
+	ok(&r);
+	free(r.out);
+	pair_stop();
+}
+
+/* The recipient's node is down: the sender's node says SENT and holds
+ * them; when it returns they arrive once, in order. Then the same with
+ * the sender's node restarted meanwhile. */
+TT_CASE(fed__recipient_down_then_back_once_in_order)
+{
+	char *all, *a, *b, *c;
+
+	pair_start();
+	send_ok("alice", "bob@two.test", "first, both up", NULL);
+	free(inbox_wait("bob", "first, both up", 20000));
+	ternd_stop(&N2.t);
+	send_ok("alice", "bob@two.test", "queued one", NULL);
+	send_ok("alice", "bob@two.test", "queued two", NULL);
+	send_ok("alice", "bob@two.test", "queued three", NULL);
+	ternd_start(&N2.t);
+	all = inbox_wait("bob", "queued three", 30000);
+	TT_EQ(count_of(all, "queued one"), 1);
+	TT_EQ(count_of(all, "queued two"), 1);
+	TT_EQ(count_of(all, "queued three"), 1);
+	a = strstr(all, "queued one");
+	b = strstr(all, "queued two");
+	c = strstr(all, "queued three");
+	TT_ASSERT(a < b && b < c);
+	free(all);
+
+	/* Both restart while the messages wait. */
+	ternd_stop(&N2.t);
+	send_ok("alice", "bob@two.test", "held across a restart", NULL);
+	ternd_stop(&N1.t);
+	ternd_start(&N1.t);
+	ternd_start(&N2.t);
+	all = inbox_wait("bob", "held across a restart", 30000);
+	TT_EQ(count_of(all, "held across a restart"), 1);
+	free(all);
+	pair_stop();
+}
+
+/* A node whose key is not the one pinned for its domain gets no link,
+ * on either side, and says why in its log. */
+TT_CASE(fed__wrong_key_refused_both_ways)
+{
+	uint64_t end;
+	struct run r;
+
+	fnode_init(&N1, "one.test");
+	fnode_init(&N2, "two.test");
+	/* two pins a wrong key for one: one's HELLO is refused. */
+	fnode_route(&N1, &N2, NULL);
+	fnode_route(&N2, &N1, N2.key);
+	ternd_start(&N1.t);
+	ternd_start(&N2.t);
+	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
+	TT_EQ(mkdir(pdir, 0700), 0);
+	TERN(&r, "alice", "register", "alice@one.test", "--server",
+	    N1.server);
+	ok(&r);
+	free(r.out);
+	/* Bob's keys cannot be fetched: no link to two.test. */
+	TERN(&r, "alice", "send", "bob@two.test", "never");
+	TT_EQ(r.status, 6);
+	free(r.out);
+	end = ternd_now_ms() + 10000;
+	for (;;) {
+		char *l1 = tt_read_file(N1.t.log, NULL);
+		char *l2 = tt_read_file(N2.t.log, NULL);
+		bool done;
+		TT_ASSERT(l1 != NULL && l2 != NULL);
+		done = strstr(l1, "two.test refused our link") != NULL &&
+		    strstr(l2, "refused a link claiming one.test") != NULL;
+		free(l1);
+		free(l2);
+		if (done)
+			break;
+		TT_ASSERT(ternd_now_ms() < end);
+		ternd_nap(100);
+	}
+	/* one pins a wrong key for two: no handshake at all. */
+	ternd_stop(&N1.t);
+	fnode_route(&N1, &N2, N1.key);
+	ternd_start(&N1.t);
+	TERN(&r, "alice", "send", "bob@two.test", "never either");
+	TT_EQ(r.status, 6);
+	free(r.out);
+	end = ternd_now_ms() + 10000;
+	for (;;) {
+		char *l1 = tt_read_file(N1.t.log, NULL);
+		bool done;
+		TT_ASSERT(l1 != NULL);
+		done = strstr(l1, "the key pinned for two.test") != NULL;
+		free(l1);
+		if (done)
+			break;
+		TT_ASSERT(ternd_now_ms() < end);
+		ternd_nap(100);
+	}
+	pair_stop();
+}
+
+/* --- a fake node: this process on the real transport ------------------ */
+
+struct fake {
+	uv_loop_t loop;
+	struct net_loop nl;
+	struct net_conn *c;
+	uint8_t priv[32], pub[32];
+	bool open, closed;
+	int err;
+	struct msg last;            /* the last answer (fixed fields) */
+	uint8_t type;
+	uint16_t code;
+	uint32_t answers;
+};
+
+static struct fake F;
+
+/* Callbacks of an earlier connection (closing late) are ignored. */
+static void
+fk_open(struct net_conn *c)
+{
+	if (c == F.c)
+		F.open = true;
+}
+
+static int
+fk_message(struct net_conn *c, const uint8_t *buf, size_t len)
+{
+	struct msg m;
+
+	if (c != F.c)
+		return 0;
+	TT_OK(msg_decode(buf, len, &m));
+	F.type = m.type;
+	F.code = m.type == MSG_ERROR ? m.u.error.code : 0;
+	F.answers++;
+	return 0;
+}
+
+static void
+fk_closed(struct net_conn *c, int err)
+{
+	if (c != F.c)
+		return;
+	F.closed = true;
+	F.err = err;
+	F.c = NULL;
+}
+
+static const struct net_conn_cbs fk_cbs = {
+	.open = fk_open, .message = fk_message, .closed = fk_closed,
+};
+
+static void
+fk_send(const struct msg *m)
+{
+	uint8_t buf[MSG_MAX];
+	size_t n;
+
+	TT_OK(msg_encode(m, buf, sizeof(buf), &n));
+	TT_OK(net_conn_send(F.c, buf, n));
+}
+
+static void
+fk_wait_answer(uint32_t n)
+{
+	uint64_t end = ternd_now_ms() + 10000;
+
+	while (F.answers < n && !F.closed) {
+		uv_run(&F.loop, UV_RUN_NOWAIT);
+		TT_ASSERT(ternd_now_ms() < end);
+		ternd_nap(2);
+	}
+}
+
+static void
+fk_connect(uint16_t port, const uint8_t *rs)
+{
+	F.open = F.closed = false;
+	F.answers = 0;
+	TT_OK(net_connect(&F.nl, "127.0.0.1", port, CHAN_KIND_FEDERATION,
+	    CHAN_IK, F.priv, rs, MSG_MAX, &fk_cbs, 0, &F.c));
+	{
+		uint64_t end = ternd_now_ms() + 10000;
+		while (!F.open && !F.closed) {
+			uv_run(&F.loop, UV_RUN_NOWAIT);
+			TT_ASSERT(ternd_now_ms() < end);
+			ternd_nap(2);
+		}
+	}
+	if (!F.open)
+		tt_fail(__FILE__, __LINE__, "fake node: no handshake: %s",
+		    tern_strerror(F.err));
+}
+
+static void
+fk_hello(const char *domain, const char *to)
+{
+	struct msg m = {.type = MSG_FED_HELLO, .req = 1};
+
+	m.u.fed_hello.domain.p = domain;
+	m.u.fed_hello.domain.len = strlen(domain);
+	m.u.fed_hello.to_domain.p = to;
+	m.u.fed_hello.to_domain.len = strlen(to);
+	m.u.fed_hello.time_ms = 1;
+	fk_send(&m);
+}
+
+static void
+fk_env(uint32_t req, const char *from, const char *to)
+{
+	struct msg m = {.type = MSG_FED_ENV, .req = req};
+
+	randombytes_buf(m.u.fed_env.id, MSG_ID_LEN);
+	m.u.fed_env.from.p = from;
+	m.u.fed_env.from.len = strlen(from);
+	m.u.fed_env.from_device = 1;
+	m.u.fed_env.to.p = to;
+	m.u.fed_env.to.len = strlen(to);
+	m.u.fed_env.to_device = 1;
+	m.u.fed_env.class = MSG_CLASS_MESSAGE;
+	m.u.fed_env.payload.p = (const uint8_t *)"x";
+	m.u.fed_env.payload.len = 1;
+	fk_send(&m);
+}
+
+/* A node that proved evil.test may speak only for evil.test; one that
+ * proves nothing about one.test gets no link at all. */
+TT_CASE(fed__spoofed_sender_and_unknown_key_refused)
+{
+	uint8_t n2key[32];
+	char b64[64], v[256];
+	size_t bl;
+	struct run r;
+
+	TT_ASSERT(sodium_init() >= 0);
+	noise_keypair_generate(F.priv, F.pub);
+	sodium_bin2base64(b64, sizeof(b64), F.pub, 32,
+	    sodium_base64_VARIANT_ORIGINAL);
+	fnode_init(&N2, "two.test");
+	snprintf(v, sizeof(v), "evil.test=127.0.0.1:1/%s", b64);
+	ternd_conf_set(&N2.t, "peers", v);
+	ternd_start(&N2.t);
+	snprintf(pdir, sizeof(pdir), "%s/profiles", N2.t.dir);
+	TT_EQ(mkdir(pdir, 0700), 0);
+	TERN(&r, "bob", "register", "bob@two.test", "--server", N2.server);
+	ok(&r);
+	free(r.out);
+	TT_OK(sodium_base642bin(n2key, sizeof(n2key), N2.key, strlen(N2.key),
+	    NULL, &bl, NULL, sodium_base64_VARIANT_ORIGINAL));
+	TT_EQ(bl, 32);
+	TT_OK(uv_loop_init(&F.loop));
+	TT_OK(net_loop_init(&F.nl, &F.loop, NULL));
+
+	/* Claiming one.test, which nobody vouches this key for. */
+	fk_connect(N2.fed_port, n2key);
+	fk_hello("one.test", "two.test");
+	fk_wait_answer(1);
+	TT_EQ(F.type, MSG_ERROR);
+	TT_EQ(F.code, -TERN_EAUTH);
+
+	/* As evil.test: welcome; an envelope from one.test is refused,
+	 * one to another domain too, an honest one is taken. */
+	fk_connect(N2.fed_port, n2key);
+	fk_hello("evil.test", "two.test");
+	fk_wait_answer(1);
+	TT_EQ(F.type, MSG_FED_WELCOME);
+	fk_env(2, "mallory@one.test", "bob@two.test");
+	fk_wait_answer(2);
+	TT_EQ(F.type, MSG_ERROR);
+	TT_EQ(F.code, -TERN_EAUTH);
+	fk_env(3, "eve@evil.test", "carol@three.test");
+	fk_wait_answer(3);
+	TT_EQ(F.type, MSG_ERROR);
+	TT_EQ(F.code, -TERN_EUNREACH);
+	fk_env(4, "eve@evil.test", "nobody@two.test");
+	fk_wait_answer(4);
+	TT_EQ(F.code, -TERN_ENOUSER);
+	fk_env(5, "eve@evil.test", "bob@two.test");
+	fk_wait_answer(5);
+	TT_EQ(F.type, MSG_OK);
+	/* Before HELLO nothing but HELLO is heard. */
+	fk_connect(N2.fed_port, n2key);
+	fk_env(6, "eve@evil.test", "bob@two.test");
+	fk_wait_answer(1);
+	TT_EQ(F.code, -TERN_EAUTH);
+
+	if (F.c != NULL)
+		net_conn_close(F.c, 0);
+	net_loop_close(&F.nl, NULL, NULL);
+	tt_uv_close(&F.loop);
+	ternd_stop(&N2.t);
+	ternd_destroy(&N2.t);
+}
