@@ -1,6 +1,7 @@
 /*
  * main.c: `tern`, the client. With a subcommand it is a plain CLI for
- * people and scripts (this file); the terminal UI comes later.
+ * people and scripts (this file); without one it is the terminal chat
+ * (tui.c).
  *
  * Every command opens the profile, does one thing and exits. Commands that
  * talk to the node connect, log in, top up the node's prekeys, take in
@@ -29,6 +30,7 @@
 #include "ident.h"
 #include "msg.h"
 #include "tern_err.h"
+#include "tui.h"
 
 /* Exit statuses: one per thing a script may want to tell apart. */
 #define EX_OK 0
@@ -1213,8 +1215,16 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		usage(stderr);
-		return EX_USAGE;
+		/* No command: the terminal chat (tui.c). */
+		if (j.profile == NULL) {
+			if (default_profile(profile, sizeof(profile)) != 0) {
+				fprintf(stderr, "tern: no HOME: use --profile "
+				    "DIR\n");
+				return EX_USAGE;
+			}
+			j.profile = profile;
+		}
+		return tui_main(j.profile, j.nameserver);
 	}
 	cmd = argv[optind++];
 	/* Options may also follow the command. */

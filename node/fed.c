@@ -117,6 +117,7 @@ struct fin {
 	bool verifying;             /* waiting for DNS */
 	uint32_t hello_req;
 	uint32_t refs;              /* hooks not yet answered, + 1 for conn */
+	struct fin *prev, *next;    /* in f->fins while the conn is open */
 };
 
 struct fed {
@@ -135,6 +136,7 @@ struct fed {
 	size_t nstat;
 	struct peer *peers;
 	size_t npeers;
+	struct fin *fins;           /* inbound links open */
 	uv_timer_t tick;            /* forwarded requests' deadlines */
 	struct fed_stats st;
 	uint32_t pending;           /* store and DNS callbacks outstanding */
@@ -291,13 +293,14 @@ bad:
 
 /* --- peers -------------------------------------------------------------- */
 
+/* A peer's memory goes with the fed (fed_maybe_freed): store callbacks
+ * still out at stop refer to it. */
 static void
 peer_timer_closed(uv_handle_t *h)
 {
 	struct peer *p = h->data;
 	struct fed *f = p->f;
 
-	free(p);
 	f->handles--;
 	fed_maybe_freed(f);
 }
@@ -444,8 +447,14 @@ done_cb(void *arg, int status, const struct store_result *res)
 		log_warn("federation: deleting sent envelopes for %s: %s "
 		    "(they may be sent again)", p->domain,
 		    tern_strerror(status));
+	/* Once stopping, the last callback frees f (and p): touch nothing
+	 * after fed_op_done then. */
+	if (f->stopping) {
+		fed_op_done(f);
+		return;
+	}
 	fed_op_done(f);
-	if (!f->stopping && p->ndone > 0)
+	if (p->ndone > 0)
 		peer_pump(p);
 }
 
@@ -507,9 +516,11 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 	size_t i;
 
 	p->fetching = false;
-	fed_op_done(f);
-	if (f->stopping)
+	if (f->stopping) {
+		fed_op_done(f);
 		return;
+	}
+	fed_op_done(f);
 	if (status != 0) {
 		log_warn("federation: reading the queue for %s: %s",
 		    p->domain, tern_strerror(status));
@@ -928,8 +939,12 @@ lookup_cb(void *arg, int err, const struct dns_target *t, size_t n,
 	struct peer *p = arg;
 	struct fed *f = p->f;
 
+	if (f->stopping) {
+		fed_op_done(f);
+		return;
+	}
 	fed_op_done(f);
-	if (f->stopping || p->st != P_RESOLVING)
+	if (p->st != P_RESOLVING)
 		return;
 	if (err != 0 || n == 0) {
 		log_warn("federation: finding %s's node: %s%s%s", p->domain,
@@ -1293,6 +1308,29 @@ in_open(struct net_conn *c)
 	memcpy(in->key, chan_remote_key(&c->chan), 32);
 	fc->inbound = true;
 	fc->in = in;
+	in->next = f->fins;
+	if (f->fins != NULL)
+		f->fins->prev = in;
+	f->fins = in;
+}
+
+/* fin_unlink: the connection is gone (or is being dropped at stop). */
+static void
+fin_unlink(struct fin *in)
+{
+	struct fed *f = in->f;
+
+	if (in->prev != NULL)
+		in->prev->next = in->next;
+	else if (f->fins == in)
+		f->fins = in->next;
+	if (in->next != NULL)
+		in->next->prev = in->prev;
+	in->prev = in->next = NULL;
+	if (in->up)
+		f->st.inbound_up--;
+	in->up = false;
+	in->conn = NULL;
 }
 
 static int
@@ -1347,9 +1385,7 @@ in_closed(struct net_conn *c, int err)
 
 	if (in == NULL)
 		return;
-	if (in->up)
-		in->f->st.inbound_up--;
-	in->conn = NULL;
+	fin_unlink(in);
 	fc->in = NULL;
 	fin_put(in);
 }
@@ -1378,9 +1414,11 @@ domains_cb(void *arg, int status, const struct store_result *res)
 	struct fed *f = arg;
 	size_t i;
 
-	fed_op_done(f);
-	if (f->stopping)
+	if (f->stopping) {
+		fed_op_done(f);
 		return;
+	}
+	fed_op_done(f);
 	if (status != 0) {
 		log_warn("federation: reading the outbound queues: %s",
 		    tern_strerror(status));
@@ -1544,8 +1582,14 @@ fed_disc_closed(void *arg)
 static void
 fed_maybe_freed(struct fed *f)
 {
+	struct peer *p;
+
 	if (!f->stopping || f->pending > 0 || f->handles > 0)
 		return;
+	while ((p = f->peers) != NULL) {
+		f->peers = p->next;
+		free(p);
+	}
 	ktrust_free(f->kt);
 	ktrust_memstore_free(f->kmem);
 	sodium_memzero(f->priv, sizeof(f->priv));
@@ -1575,15 +1619,27 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 	f->stop_arg = arg;
 	f->handles++; /* held while we close things below */
 	net_listener_close(f->lis);
+	/* Connections close after we are gone: detach them first, so
+	 * their callbacks find nothing of ours. */
+	while (f->fins != NULL) {
+		struct fin *in = f->fins;
+		struct net_conn *c = in->conn;
+		((struct fconn *)net_conn_data(c))->in = NULL;
+		fin_unlink(in);
+		net_conn_close(c, TERN_ECLOSED);
+		fin_put(in);
+	}
 	for (p = f->peers; p != NULL; p = next) {
 		next = p->next;
 		peer_fail_fwds(p, TERN_ECLOSED, false);
-		if (p->conn != NULL)
+		if (p->conn != NULL) {
+			((struct fconn *)net_conn_data(p->conn))->p = NULL;
 			net_conn_close(p->conn, TERN_ECLOSED);
+			p->conn = NULL;
+		}
 		uv_timer_stop(&p->timer);
 		uv_close((uv_handle_t *)&p->timer, peer_timer_closed);
 	}
-	f->peers = NULL;
 	uv_close((uv_handle_t *)&f->tick, fed_handle_closed);
 	f->handles += 2;
 	fdisc_close(f->disc, fed_disc_closed, f);

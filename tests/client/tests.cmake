@@ -14,3 +14,9 @@ endif()
 if(TARGET ternapp)
   tern_test(client/test_pt.c LIBS ternapp)
 endif()
+# The terminal chat, driven under a private tmux server (tools/deps.sh
+# installs tmux).
+if(TARGET tern AND TARGET ternd)
+  tern_test(client/test_tui.c LIBS terncommon TIMEOUT 300)
+  add_dependencies(test_tui tern ternd)
+endif()
