@@ -73,9 +73,17 @@ fail(const char *fmt, ...)
  * check a node against (federation/discover.h, SPEC.md "Federation").
  */
 static void
-print_records(const char *domain, uint16_t port, const uint8_t pub[32])
+print_records(const char *domain, uint16_t port, const char *fed_listen,
+    const uint8_t pub[32])
 {
 	char b64[64], txt[FDISC_KEY_TEXT_MAX];
+	const char *colon = strrchr(fed_listen, ':');
+	unsigned long fport = FDISC_DEFAULT_PORT;
+	bool fed_on = strcmp(fed_listen, "none") != 0;
+
+	if (fed_on && colon != NULL && strtoul(colon + 1, NULL, 10) > 0 &&
+	    strtoul(colon + 1, NULL, 10) < 65536)
+		fport = strtoul(colon + 1, NULL, 10);
 
 	if (keyfile_pub_base64(pub, b64, sizeof(b64)) != 0)
 		b64[0] = '\0';
@@ -85,11 +93,15 @@ print_records(const char *domain, uint16_t port, const uint8_t pub[32])
 	    "node's host name):\n", domain);
 	printf("; clients find the node here:\n");
 	printf("_tern._tcp.%s. 3600 IN SRV 10 10 %u HOST.\n", domain, port);
-	printf("; other nodes find it here (federation); there is no "
-	    "federation listener\n; setting yet, so this is its default "
-	    "port, %u:\n", FDISC_DEFAULT_PORT);
-	printf("%s.%s. 3600 IN SRV 10 10 %u HOST.\n", FDISC_SERVICE, domain,
-	    FDISC_DEFAULT_PORT);
+	if (fed_on)
+		printf("; other nodes find it here (federation, [federation] "
+		    "listen):\n");
+	else
+		printf("; other nodes find it here once [federation] listen is "
+		    "set (federation\n; is off; %u is the standard port):\n",
+		    FDISC_DEFAULT_PORT);
+	printf("%s.%s. 3600 IN SRV 10 10 %lu HOST.\n", FDISC_SERVICE, domain,
+	    fport);
 	printf("; other nodes check this node's key against this record "
 	    "(keep the old\n; one next to a new one while rotating keys):\n");
 	printf("%s.%s. 3600 IN TXT \"%s\"\n", FDISC_KEY_LABEL, domain, txt);
@@ -160,7 +172,7 @@ cmd_init(int argc, char **argv)
 	printf("Created a node for %s in %s\n", domain, dir);
 	printf("  config:   %s\n  key:      %s (mode 0600)\n  database: %s\n",
 	    conf, key, db);
-	print_records(domain, cfg.listen_port, pub);
+	print_records(domain, cfg.listen_port, cfg.fed_listen, pub);
 	printf("Start it with: ternd run -c %s\n", conf);
 	return 0;
 }
@@ -497,7 +509,7 @@ cmd_dns_records(const char *confpath)
 	    keyfile_load(key, priv, pub, err, sizeof(err)) != 0)
 		return fail("%s", err);
 	sodium_memzero(priv, sizeof(priv));
-	print_records(cfg.domain, cfg.listen_port, pub);
+	print_records(cfg.domain, cfg.listen_port, cfg.fed_listen, pub);
 	return 0;
 }
 

@@ -1087,8 +1087,12 @@ handle_presence_sub(struct session *ss, const struct msg *m, bool sub)
 	struct psub *p;
 
 	if (addr_local(srv, &m->u.presence_sub.user, name,
-	    sizeof(name)) == NULL ||
-	    store_user_lookup(srv->store, name, &ui) != 0 ||
+	    sizeof(name)) == NULL) {
+		session_error(ss, m->req, TERN_EUNREACH, "presence of other "
+		    "domains' users is not relayed yet");
+		return;
+	}
+	if (store_user_lookup(srv->store, name, &ui) != 0 ||
 	    ui.state != STORE_USER_ACTIVE) {
 		session_error(ss, m->req, TERN_ENOUSER, NULL);
 		return;
