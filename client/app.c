@@ -77,6 +77,8 @@ struct op {
 	size_t bi;                 /* next peer device to check for a bundle */
 	bool peer_done;            /* the peer's bundles are fetched */
 	size_t own_bi;             /* next own device to check for a bundle */
+	bool asking;               /* a request for this op is out: pumping
+	                              again must not send a second one */
 	struct env envs[ENV_MAX];
 	size_t nenv, nanswered;
 	int peer_ok;               /* envelopes the node took for the peer */
@@ -858,6 +860,7 @@ app_resp_devs(void *arg, int status, const struct msg *resp)
 
 	if (op == NULL || a->closing)
 		return;
+	op->asking = false;
 	if (status == 0 && resp->type == MSG_DEVICES)
 		status = app_devs_store(a, &resp->u.devices);
 	else if (status == 0)
@@ -907,6 +910,7 @@ app_resp_bundle(void *arg, int status, const struct msg *resp)
 
 	if (op == NULL || a->closing)
 		return;
+	op->asking = false;
 	if (status != 0) {
 		app_head_fail(a, status);
 		return;
@@ -1227,7 +1231,7 @@ app_pump(struct app *a)
 	int r;
 
 again:
-	if ((op = a->ops) == NULL || a->closing || !a->ready)
+	if ((op = a->ops) == NULL || a->closing || !a->ready || op->asking)
 		return;
 	switch (op->step) {
 	case STEP_PEER_DEVS:
@@ -1242,6 +1246,8 @@ again:
 			m.u.device_list.user.len = strlen(op->to);
 			if ((r = app_request_raw(a, &m, app_resp_devs)) != 0)
 				app_head_fail(a, r);
+			else
+				op->asking = true;
 			return;
 		}
 		memcpy(op->peer_devs, d->ids, d->n * sizeof(d->ids[0]));
@@ -1260,6 +1266,8 @@ again:
 			m.u.device_list.user.len = strlen(a->user);
 			if ((r = app_request_raw(a, &m, app_resp_devs)) != 0)
 				app_head_fail(a, r);
+			else
+				op->asking = true;
 			return;
 		}
 		memcpy(op->own_devs, d->ids, d->n * sizeof(d->ids[0]));
@@ -1290,6 +1298,8 @@ again:
 				if ((r = app_request_raw(a, &m,
 				    app_resp_bundle)) != 0)
 					app_head_fail(a, r);
+				else
+					op->asking = true;
 				return;
 			}
 			for (i = op->bi; i < op->npeer; i++)
@@ -1303,6 +1313,8 @@ again:
 				if ((r = app_request_raw(a, &m,
 				    app_resp_bundle)) != 0)
 					app_head_fail(a, r);
+				else
+					op->asking = true;
 				return;
 			}
 			/* Devices still without a session have no keys on
@@ -1327,6 +1339,8 @@ again:
 				if ((r = app_request_raw(a, &m,
 				    app_resp_bundle)) != 0)
 					app_head_fail(a, r);
+				else
+					op->asking = true;
 				return;
 			}
 		}
