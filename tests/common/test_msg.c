@@ -471,7 +471,7 @@ static const struct pin pins[] = {
 };
 
 /* Buffers for the generated extreme samples. */
-static uint8_t big_bytes[MSG_PAYLOAD_MAX + 1];
+static uint8_t big_bytes[MSG_MAX + 1];
 /* Texts are carved one after another from an arena (reset per sample),
  * so two fields of one message never share bytes. */
 static char text_arena[8192];
