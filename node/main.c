@@ -8,6 +8,7 @@
  *   ternd user list|disable NAME|delete NAME -c CONF
  *   ternd status -c CONF
  *   ternd dns-records -c CONF
+ *   ternd doctor -c CONF DOMAIN
  *
  * Operator commands talk to the running node over its loopback admin API
  * (so the node stays the only writer of its database); when no node is
@@ -29,6 +30,7 @@
 #include "admin.h"
 #include "adminctl.h"
 #include "config.h"
+#include "doctor.h"
 #include "discover.h"
 #include "keyfile.h"
 #include "log.h"
@@ -47,7 +49,8 @@ usage(void)
 	    "       ternd invite -c CONF [--count N] [--ttl DURATION]\n"
 	    "       ternd user list|disable NAME|delete NAME -c CONF\n"
 	    "       ternd status -c CONF\n"
-	    "       ternd dns-records -c CONF\n");
+	    "       ternd dns-records -c CONF\n"
+	    "       ternd doctor -c CONF DOMAIN\n");
 	exit(2);
 }
 
@@ -513,6 +516,24 @@ cmd_dns_records(const char *confpath)
 	return 0;
 }
 
+static int
+cmd_doctor(const char *confpath, const char *domain)
+{
+	struct node_config cfg;
+	uint8_t priv[32], pub[32];
+	char key[4096], err[512];
+	int r;
+
+	if ((r = load_conf(confpath, &cfg)) != 0)
+		return r;
+	if (config_path_join(&cfg, cfg.key_file, key, sizeof(key)) != 0 ||
+	    keyfile_load(key, priv, pub, err, sizeof(err)) != 0)
+		return fail("%s", err);
+	r = doctor_run(&cfg, priv, domain);
+	sodium_memzero(priv, sizeof(priv));
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -552,6 +573,11 @@ main(int argc, char **argv)
 		return cmd_status(conf);
 	if (strcmp(cmd, "dns-records") == 0)
 		return cmd_dns_records(conf);
+	if (strcmp(cmd, "doctor") == 0) {
+		if (optind >= argc)
+			usage();
+		return cmd_doctor(conf, argv[optind]);
+	}
 	if (strcmp(cmd, "user") == 0 && optind < argc)
 		return cmd_user(conf, argv[optind],
 		    optind + 1 < argc ? argv[optind + 1] : NULL);

@@ -587,3 +587,155 @@ TT_CASE(fed__spoofed_sender_and_unknown_key_refused)
 	ternd_stop(&N2.t);
 	ternd_destroy(&N2.t);
 }
+
+/* --- ternd doctor, against a dnsmasq on loopback ------------------------ */
+
+#define DNSMASQ "/usr/sbin/dnsmasq"
+
+static pid_t dm_pid = -1;
+
+static void
+dm_stop(void)
+{
+	int st;
+
+	if (dm_pid > 0) {
+		kill(dm_pid, SIGTERM);
+		(void)waitpid(dm_pid, &st, 0);
+		dm_pid = -1;
+	}
+}
+
+static int
+udp_taken(uint16_t port)
+{
+	struct sockaddr_in a = {0};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
+
+	TT_ASSERT(fd >= 0);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons(port);
+	r = bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
+	    errno == EADDRINUSE;
+	close(fd);
+	return r;
+}
+
+/* dm_start: dnsmasq answering for *.test from args (NULL-terminated). */
+static void
+dm_start(uint16_t port, const char *const *recs)
+{
+	char portarg[32];
+	const char *argv[32];
+	posix_spawn_file_actions_t fa;
+	int i, n = 0;
+
+	TT_ASSERT(access(DNSMASQ, X_OK) == 0);
+	snprintf(portarg, sizeof(portarg), "--port=%u", port);
+	argv[n++] = DNSMASQ;
+	argv[n++] = "--no-daemon";
+	argv[n++] = "--conf-file=/dev/null";
+	argv[n++] = "--no-resolv";
+	argv[n++] = "--no-hosts";
+	argv[n++] = "--listen-address=127.0.0.1";
+	argv[n++] = "--bind-interfaces";
+	argv[n++] = portarg;
+	argv[n++] = "--pid-file=";
+	argv[n++] = "--local=/test/";
+	argv[n++] = "--log-facility=/dev/null";
+	for (i = 0; recs[i] != NULL; i++) {
+		TT_ASSERT(n < 30);
+		argv[n++] = recs[i];
+	}
+	argv[n] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	TT_EQ(posix_spawn(&dm_pid, DNSMASQ, &fa, NULL, (char *const *)argv,
+	    environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	atexit(dm_stop);
+	for (i = 0; i < 500 && !udp_taken(port); i++)
+		ternd_nap(10);
+	TT_ASSERT(udp_taken(port));
+}
+
+static int
+doctor(struct fnode *n, const char *domain, char *out, size_t cap)
+{
+	const char *args[] = {"doctor", domain, NULL};
+	int st = ternd_cli(&n->t, out, cap, args);
+
+	/* What it said, for whoever reads a failing case's output. */
+	fprintf(stderr, "--- ternd doctor %s (exit %d):\n%s", domain, st, out);
+	return st;
+}
+
+/* doctor finds a healthy domain healthy, and names each of: missing SRV,
+ * wrong port, key mismatch, unreachable node. Discovery is by DNS here:
+ * no static routes. */
+TT_CASE(fed__doctor_names_each_problem)
+{
+	char dns[32], rec[12][160], out[8192];
+	const char *recs[13];
+	uint16_t dport, dead;
+	int i = 0;
+
+	fnode_init(&N1, "one.test");
+	fnode_init(&N2, "two.test");
+	dport = ternd_free_port();
+	dead = ternd_free_port();
+	snprintf(dns, sizeof(dns), "127.0.0.1:%u", dport);
+	ternd_conf_set(&N1.t, "dns_servers", dns);
+	ternd_conf_set(&N2.t, "dns_servers", dns);
+	snprintf(rec[i++], 160, "--host-record=node.test,127.0.0.1");
+	snprintf(rec[i++], 160, "--srv-host=_tern-fed._tcp.two.test,"
+	    "node.test,%u", N2.fed_port);
+	snprintf(rec[i++], 160, "--txt-record=_tern-key.two.test,"
+	    "v=tern1 k=%s", N2.key);
+	snprintf(rec[i++], 160, "--txt-record=_tern-key.one.test,"
+	    "v=tern1 k=%s", N1.key);
+	snprintf(rec[i++], 160, "--srv-host=_tern-fed._tcp.wrongport.test,"
+	    "node.test,%u", dead);
+	snprintf(rec[i++], 160, "--txt-record=_tern-key.wrongport.test,"
+	    "v=tern1 k=%s", N2.key);
+	/* badkey.test's SRV leads to two.test's node, whose key it does
+	 * not publish. */
+	snprintf(rec[i++], 160, "--srv-host=_tern-fed._tcp.badkey.test,"
+	    "node.test,%u", N2.fed_port);
+	snprintf(rec[i++], 160, "--txt-record=_tern-key.badkey.test,"
+	    "v=tern1 k=%s", N1.key);
+	for (int k = 0; k < i; k++)
+		recs[k] = rec[k];
+	recs[i] = NULL;
+	dm_start(dport, recs);
+	ternd_start(&N2.t);
+
+	TT_EQ(doctor(&N1, "two.test", out, sizeof(out)), 0);
+	TT_ASSERT(strstr(out, "ok   where  SRV _tern-fed._tcp.two.test") !=
+	    NULL);
+	TT_ASSERT(strstr(out, "ok   key ") != NULL);
+	TT_ASSERT(strstr(out, "ok   hello  two.test accepts links from "
+	    "one.test") != NULL);
+	TT_ASSERT(strstr(out, "all checks passed") != NULL);
+
+	TT_EQ(doctor(&N1, "nosrv.test", out, sizeof(out)), 1);
+	TT_ASSERT(strstr(out, "FAIL where  no SRV _tern-fed._tcp.nosrv.test")
+	    != NULL);
+
+	TT_EQ(doctor(&N1, "wrongport.test", out, sizeof(out)), 1);
+	TT_ASSERT(strstr(out, "FAIL reach ") != NULL);
+
+	TT_EQ(doctor(&N1, "badkey.test", out, sizeof(out)), 1);
+	TT_ASSERT(strstr(out, "FAIL key    key mismatch") != NULL);
+
+	ternd_stop(&N2.t);
+	TT_EQ(doctor(&N1, "two.test", out, sizeof(out)), 1);
+	TT_ASSERT(strstr(out, "FAIL reach ") != NULL);
+	TT_ASSERT(strstr(out, "--   hello  not checked") != NULL);
+
+	dm_stop();
+	ternd_destroy(&N1.t);
+	ternd_destroy(&N2.t);
+}
