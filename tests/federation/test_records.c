@@ -89,7 +89,7 @@ TT_CASE(ternd_dns_records__prints_srv_fed_and_key)
 	TT_ASSERT(strstr(out, "_tern._tcp.rec.test. 3600 IN SRV"));
 	TT_ASSERT(strstr(out, "_tern-fed._tcp.rec.test. 3600 IN SRV"));
 	TT_ASSERT(strstr(out, " IN SRV 10 10 7371 HOST.\n"));
-	TT_ASSERT(strstr(out, "default port"));
+	TT_ASSERT(strstr(out, "federation\n; is off; 7371 is the standard port"));
 	snprintf(want, sizeof(want),
 	    "_tern-key.rec.test. 3600 IN TXT \"v=tern1 k=%s\"\n", b64);
 	if (!strstr(out, want))
