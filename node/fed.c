@@ -992,6 +992,11 @@ peer_connect(struct peer *p)
 	f->pending++;
 }
 
+/*
+ * fed_kick: new traffic for domain. A domain we are backing off from
+ * keeps its timer: new envelopes do not make us hammer a node that is
+ * down (each failed try would also lengthen the backoff).
+ */
 void
 fed_kick(struct fed *f, const char *domain)
 {
@@ -1000,15 +1005,28 @@ fed_kick(struct fed *f, const char *domain)
 	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
 		return;
 	p->queued = true;
-	if (p->st == P_UP) {
+	if (p->st == P_UP)
 		peer_pump(p);
-	} else if (p->st == P_BACKOFF) {
+	else if (p->st == P_IDLE)
+		peer_connect(p);
+}
+
+/* fed_retry_now: the domain is back (it opened a link to us): try now,
+ * with the backoff reset. */
+static void
+fed_retry_now(struct fed *f, const char *domain)
+{
+	struct peer *p = peer_find(f, domain, false);
+
+	if (p == NULL || f->stopping)
+		return;
+	p->fails = 0;
+	if (p->st == P_BACKOFF) {
 		uv_timer_stop(&p->timer);
 		p->st = P_IDLE;
-		peer_connect(p);
-	} else if (p->st == P_IDLE) {
-		peer_connect(p);
 	}
+	if (p->st == P_IDLE && (p->queued || p->fwds != NULL))
+		peer_connect(p);
 }
 
 int
@@ -1074,11 +1092,10 @@ fed_forward(struct fed *f, const char *domain, const char *requester,
 		peer_send_fwds(p);
 	else if (p->st == P_IDLE)
 		peer_connect(p);
-	else if (p->st == P_BACKOFF && p->fails <= 3) {
-		uv_timer_stop(&p->timer);
-		p->st = P_IDLE;
-		peer_connect(p);
-	}
+	else if (p->st == P_BACKOFF)
+		/* Known to be down: answered (ETIMEOUT) at the next tick,
+		 * rather than making the client wait the whole deadline. */
+		w->deadline = uv_now(f->loop);
 	return 0;
 }
 
@@ -1120,8 +1137,8 @@ fin_verified(struct fin *in, int r, const char *why)
 	m.u.fed_welcome.time_ms = wall_ms();
 	(void)fed_write(in->conn, &m);
 	/* A node that is back: what we had for it goes now (13.2). */
-	if ((p = peer_find(f, in->domain, false)) != NULL && p->queued)
-		fed_kick(f, in->domain);
+	(void)p;
+	fed_retry_now(f, in->domain);
 }
 
 struct env_ctx {

@@ -10,6 +10,10 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "ternd_harness.h"
 
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include <sodium.h>
 #include <uv.h>
 
@@ -738,4 +742,196 @@ TT_CASE(fed__doctor_names_each_problem)
 	dm_stop();
 	ternd_destroy(&N1.t);
 	ternd_destroy(&N2.t);
+}
+
+/* --- a link cut for a while, then healed -------------------------------- */
+
+/*
+ * A TCP proxy in a thread of this process, between one.test and two.test's
+ * federation port: "cut" closes every proxied connection and stops
+ * listening (connections are refused), "heal" listens again.
+ */
+#define PX_PAIRS 16
+
+static struct {
+	uint16_t port, to;
+	int lfd;
+	int a[PX_PAIRS], b[PX_PAIRS];
+	atomic_int cmd;            /* 0 run, 1 cut, 2 heal, 3 stop */
+	atomic_int state;          /* what it did last */
+	pthread_t th;
+} PX;
+
+static int
+px_listen(uint16_t port)
+{
+	struct sockaddr_in a = {0};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons(port);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    listen(fd, 16) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void
+px_drop_all(void)
+{
+	int i;
+
+	for (i = 0; i < PX_PAIRS; i++) {
+		if (PX.a[i] >= 0)
+			close(PX.a[i]);
+		if (PX.b[i] >= 0)
+			close(PX.b[i]);
+		PX.a[i] = PX.b[i] = -1;
+	}
+}
+
+static void *
+px_main(void *arg)
+{
+	struct pollfd p[1 + 2 * PX_PAIRS];
+	char buf[65536];
+	int i, n;
+
+	(void)arg;
+	for (;;) {
+		int cmd = atomic_exchange(&PX.cmd, 0);
+		if (cmd == 3)
+			break;
+		if (cmd == 1) {
+			px_drop_all();
+			if (PX.lfd >= 0)
+				close(PX.lfd);
+			PX.lfd = -1;
+			atomic_store(&PX.state, 1);
+		} else if (cmd == 2) {
+			PX.lfd = px_listen(PX.port);
+			atomic_store(&PX.state, PX.lfd >= 0 ? 2 : -1);
+		}
+		n = 0;
+		p[n].fd = PX.lfd;
+		p[n++].events = POLLIN;
+		for (i = 0; i < PX_PAIRS; i++) {
+			p[n].fd = PX.a[i];
+			p[n++].events = POLLIN;
+			p[n].fd = PX.b[i];
+			p[n++].events = POLLIN;
+		}
+		if (poll(p, (nfds_t)n, 20) <= 0)
+			continue;
+		if (PX.lfd >= 0 && (p[0].revents & POLLIN)) {
+			int c = accept4(PX.lfd, NULL, NULL, SOCK_CLOEXEC);
+			int s = c >= 0 ? ternd_tcp_connect(PX.to) : -1;
+			for (i = 0; i < PX_PAIRS && c >= 0 && s >= 0; i++)
+				if (PX.a[i] < 0) {
+					PX.a[i] = c;
+					PX.b[i] = s;
+					c = s = -1;
+				}
+			if (c >= 0)
+				close(c);
+			if (s >= 0)
+				close(s);
+		}
+		for (i = 0; i < PX_PAIRS; i++) {
+			int k, from, to;
+			for (k = 0; k < 2; k++) {
+				struct pollfd *q = &p[1 + 2 * i + k];
+				if (q->fd < 0 || !(q->revents & (POLLIN | POLLHUP |
+				    POLLERR)))
+					continue;
+				from = k == 0 ? PX.a[i] : PX.b[i];
+				to = k == 0 ? PX.b[i] : PX.a[i];
+				ssize_t r = read(from, buf, sizeof(buf));
+				if (r <= 0 || write(to, buf, (size_t)r) != r) {
+					close(PX.a[i]);
+					close(PX.b[i]);
+					PX.a[i] = PX.b[i] = -1;
+					break;
+				}
+			}
+		}
+	}
+	px_drop_all();
+	if (PX.lfd >= 0)
+		close(PX.lfd);
+	return NULL;
+}
+
+static void
+px_do(int cmd, int want)
+{
+	uint64_t end = ternd_now_ms() + 5000;
+
+	atomic_store(&PX.state, 0);
+	atomic_store(&PX.cmd, cmd);
+	while (atomic_load(&PX.state) != want) {
+		TT_ASSERT(ternd_now_ms() < end);
+		ternd_nap(5);
+	}
+}
+
+TT_CASE(fed__link_cut_then_healed)
+{
+	char v[256], *all;
+	int i;
+
+	fnode_init(&N1, "one.test");
+	fnode_init(&N2, "two.test");
+	PX.port = ternd_free_port();
+	PX.to = N2.fed_port;
+	PX.lfd = px_listen(PX.port);
+	TT_ASSERT(PX.lfd >= 0);
+	for (i = 0; i < PX_PAIRS; i++)
+		PX.a[i] = PX.b[i] = -1;
+	TT_EQ(pthread_create(&PX.th, NULL, px_main, NULL), 0);
+	/* one reaches two only through the proxy; two reaches one
+	 * directly (its answers travel on one's link anyway). */
+	snprintf(v, sizeof(v), "two.test=127.0.0.1:%u/%s", PX.port, N2.key);
+	ternd_conf_set(&N1.t, "peers", v);
+	fnode_route(&N2, &N1, NULL);
+	ternd_start(&N1.t);
+	ternd_start(&N2.t);
+	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
+	TT_EQ(mkdir(pdir, 0700), 0);
+	{
+		struct run r;
+		TERN(&r, "alice", "register", "alice@one.test", "--server",
+		    N1.server);
+		ok(&r);
+		free(r.out);
+		TERN(&r, "bob", "register", "bob@two.test", "--server",
+		    N2.server);
+		ok(&r);
+		free(r.out);
+	}
+	send_ok("alice", "bob@two.test", "before the cut", NULL);
+	free(inbox_wait("bob", "before the cut", 20000));
+
+	px_do(1, 1);
+	send_ok("alice", "bob@two.test", "during the cut 1", NULL);
+	send_ok("alice", "bob@two.test", "during the cut 2", NULL);
+	ternd_nap(1500); /* one's retries meet a refused port */
+	px_do(2, 2);
+	all = inbox_wait("bob", "during the cut 2", 40000);
+	TT_EQ(count_of(all, "during the cut 1"), 1);
+	TT_EQ(count_of(all, "during the cut 2"), 1);
+	TT_ASSERT(strstr(all, "during the cut 1") <
+	    strstr(all, "during the cut 2"));
+	free(all);
+
+	atomic_store(&PX.cmd, 3);
+	TT_EQ(pthread_join(PX.th, NULL), 0);
+	pair_stop();
 }
