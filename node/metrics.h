@@ -81,6 +81,15 @@ struct metrics {
 	                                    the device had no one-time left */
 	uint64_t bundle_rate_limited_total; /* BUNDLE_GETs refused: ERATE */
 
+	/* Federation (SPEC.md section 13). */
+	uint64_t fed_links_up;           /* outbound links established */
+	uint64_t fed_inbound_up;         /* inbound links established */
+	uint64_t fed_queued;             /* envelopes for other domains */
+	uint64_t fed_sent_total;         /* taken by their destination */
+	uint64_t fed_refused_total;      /* refused for good or set aside */
+	uint64_t fed_received_total;     /* envelopes from other nodes */
+	uint64_t fed_auth_refused_total; /* links refused: key or domain */
+
 	/* Store. */
 	uint64_t store_batches_total;    /* transactions committed */
 	uint64_t store_requests_total;   /* requests in them */

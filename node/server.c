@@ -2431,6 +2431,17 @@ server_gauges(struct server *srv)
 		srv->m.queued_bytes = st.queued_bytes;
 		srv->m.store_batches_total = st.batches;
 		srv->m.store_requests_total = st.requests;
+		srv->m.fed_queued = st.fed_queued;
+	}
+	if (srv->fed != NULL) {
+		struct fed_stats fs;
+		fed_stats(srv->fed, &fs);
+		srv->m.fed_links_up = fs.links_up;
+		srv->m.fed_inbound_up = fs.inbound_up;
+		srv->m.fed_sent_total = fs.sent_total;
+		srv->m.fed_refused_total = fs.refused_total;
+		srv->m.fed_received_total = fs.received_total;
+		srv->m.fed_auth_refused_total = fs.auth_refused_total;
 	}
 }
 

@@ -296,6 +296,19 @@ TT_CASE(fed__both_ways_with_receipts)
 	TERN(&r, "bob", "profile", "set", "name", "Bob Two");
 	ok(&r);
 	free(r.out);
+	/* The links and their traffic show in /metrics. */
+	{
+		static char m[65536];
+		const char *p;
+		unsigned long long v = 0;
+		TT_ASSERT(ternd_http_get(&N1.t, "/metrics", m, sizeof(m)) > 0);
+		TT_ASSERT(strncmp(m, "HTTP/1.1 200", 12) == 0);
+		TT_ASSERT((p = strstr(m, "\ntern_fed_sent_total ")) != NULL);
+		TT_EQ(sscanf(p + strlen("\ntern_fed_sent_total "), "%llu", &v), 1);
+		TT_ASSERT(v >= 2); /* the text and at least one receipt */
+		TT_ASSERT(strstr(m, "\ntern_fed_links_up 1\n") != NULL);
+		TT_ASSERT(strstr(m, "\ntern_fed_inbound_up 1\n") != NULL);
+	}
 	pair_stop();
 }
 
