@@ -40,6 +40,12 @@
 #define FED_DONE_BATCH 256
 #define FED_STATIC_MAX 256
 #define FED_REWIND_MS 1000          /* pause after a transient refusal */
+/* What one peer domain's link may send us: a bucket of FED_IN_BURST
+ * envelopes refilled at FED_IN_RATE per second; beyond it EBUSY, and the
+ * other node retries after a pause (13.2). Protects this node from one
+ * domain; far above what a single link carries in normal use. */
+#define FED_IN_RATE 50000.0
+#define FED_IN_BURST 100000.0
 
 enum peer_st {
 	P_IDLE = 0,     /* nothing to do, no link */
@@ -118,6 +124,8 @@ struct fin {
 	uint32_t hello_req;
 	uint32_t refs;              /* hooks not yet answered, + 1 for conn */
 	struct fin *prev, *next;    /* in f->fins while the conn is open */
+	double tokens;              /* inbound rate limit bucket */
+	uint64_t tokens_ms;         /* its last refill (uv_now) */
 };
 
 struct fed {
@@ -1248,6 +1256,21 @@ in_env(struct fin *in, const struct msg *m)
 		    "is not served here");
 		return 0;
 	}
+	{
+		uint64_t now = uv_now(f->loop);
+		in->tokens += (double)(now - in->tokens_ms) * FED_IN_RATE /
+		    1000.0;
+		if (in->tokens > FED_IN_BURST)
+			in->tokens = FED_IN_BURST;
+		in->tokens_ms = now;
+		if (in->tokens < 1.0) {
+			f->st.rate_limited_total++;
+			fed_error(in->conn, m->req, TERN_EBUSY, "too many "
+			    "envelopes from your domain; slow down");
+			return 0;
+		}
+		in->tokens -= 1.0;
+	}
 	if ((x = malloc(sizeof(*x))) == NULL) {
 		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
 		return 0;
@@ -1322,6 +1345,8 @@ in_open(struct net_conn *c)
 	in->f = f;
 	in->conn = c;
 	in->refs = 1;
+	in->tokens = FED_IN_BURST;
+	in->tokens_ms = uv_now(f->loop);
 	memcpy(in->key, chan_remote_key(&c->chan), 32);
 	fc->inbound = true;
 	fc->in = in;

@@ -119,6 +119,7 @@ struct fed_stats {
 	uint64_t refused_total;     /* refused for good or set aside */
 	uint64_t received_total;    /* envelopes from other nodes */
 	uint64_t auth_refused_total; /* links refused: wrong key, domain */
+	uint64_t rate_limited_total; /* inbound envelopes refused: EBUSY */
 };
 void fed_stats(const struct fed *f, struct fed_stats *out);
 

@@ -91,6 +91,9 @@ static const struct metrics_def metrics_defs[] = {
 	MD(fed_auth_refused_total, MK_COUNTER,
 	    "Federation links refused: a key that does not serve its "
 	    "domain, or a sender outside it."),
+	MD(fed_rate_limited_total, MK_COUNTER,
+	    "Envelopes from other domains refused by the per-link rate "
+	    "limit (their node retries)."),
 	MD(store_batches_total, MK_COUNTER, "Store transactions committed."),
 	MD(store_requests_total, MK_COUNTER,
 	    "Store requests in those transactions."),

@@ -89,6 +89,7 @@ struct metrics {
 	uint64_t fed_refused_total;      /* refused for good or set aside */
 	uint64_t fed_received_total;     /* envelopes from other nodes */
 	uint64_t fed_auth_refused_total; /* links refused: key or domain */
+	uint64_t fed_rate_limited_total; /* inbound envelopes refused: EBUSY */
 
 	/* Store. */
 	uint64_t store_batches_total;    /* transactions committed */

@@ -2442,6 +2442,7 @@ server_gauges(struct server *srv)
 		srv->m.fed_refused_total = fs.refused_total;
 		srv->m.fed_received_total = fs.received_total;
 		srv->m.fed_auth_refused_total = fs.auth_refused_total;
+		srv->m.fed_rate_limited_total = fs.rate_limited_total;
 	}
 }
 

@@ -182,7 +182,7 @@ TT_CASE(metrics__prometheus__expected_lines)
 			last = v;
 		}
 	}
-	TT_EQ(types, 30 + 1 + 3);
+	TT_EQ(types, 31 + 1 + 3);
 }
 
 TT_CASE(metrics__render__bounded_output)
