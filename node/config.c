@@ -1024,11 +1024,23 @@ out:
 int
 config_file_set(const char *path, const char *key, const char *value)
 {
-	char tmp[CONFIG_PATH_MAX + 8], line[1024];
-	size_t klen = strlen(key);
+	char tmp[CONFIG_PATH_MAX + 8], line[1024], sect[64] = "";
+	const char *dot = strchr(key, '.');
+	size_t klen, slen = 0;
 	FILE *in, *out;
-	int done = 0;
+	int done = 0, in_sect = dot == NULL;
 
+	/* "section.key" names a key of one section ([node] and
+	 * [federation] both have a listen). */
+	if (dot != NULL) {
+		slen = (size_t)(dot - key);
+		if (slen == 0 || slen >= sizeof(sect))
+			return TERN_EINVAL;
+		memcpy(sect, key, slen);
+		sect[slen] = '\0';
+		key = dot + 1;
+	}
+	klen = strlen(key);
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >= sizeof(tmp))
 		return TERN_EINVAL;
 	if ((in = fopen(path, "r")) == NULL)
@@ -1038,7 +1050,10 @@ config_file_set(const char *path, const char *key, const char *value)
 		return TERN_EIO;
 	}
 	while (fgets(line, sizeof(line), in) != NULL) {
-		if (!done && strncmp(line, key, klen) == 0 &&
+		if (dot != NULL && line[0] == '[')
+			in_sect = strncmp(line + 1, sect, slen) == 0 &&
+			    line[1 + slen] == ']';
+		if (!done && in_sect && strncmp(line, key, klen) == 0 &&
 		    strncmp(line + klen, " = ", 3) == 0) {
 			fprintf(out, "%s = %s\n", key, value);
 			done = 1;

@@ -116,8 +116,9 @@ int config_write_default(const char *path, const char *domain,
  * config_file_set: in the config file at path, replaces the first line
  * "key = ..." with "key = value" (the form config_write_default writes),
  * through a temporary file and rename. TERN_ENOTFOUND if no such line,
- * TERN_EIO if the file cannot be rewritten. For `ternd init` options and
- * tools that make throwaway nodes.
+ * TERN_EIO if the file cannot be rewritten. key may be "section.key" to
+ * look only in that [section] (both [node] and [federation] have a
+ * listen). For `ternd init` options and tools that make throwaway nodes.
  */
 int config_file_set(const char *path, const char *key, const char *value)
     TERN_WUR;

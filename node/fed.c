@@ -60,6 +60,7 @@ enum peer_st {
 struct infl {
 	uint32_t req;               /* the FED_ENV's req */
 	int64_t seq;                /* its queue entry */
+	bool answered;              /* OK or ERROR came (out of order) */
 };
 
 /* A relayed client request waiting for its FED_RESP. */
@@ -95,8 +96,12 @@ struct peer {
 	bool fetching;              /* a store_fed_fetch is out */
 	bool paused;                /* after a transient refusal */
 	int64_t last_seq;           /* highest seq sent on this link */
+	/* FED_ENV in flight, a ring in sending order: answers come in
+	 * that order nearly always, so the one looked for is at the head. */
 	struct infl infl[FED_WINDOW];
-	size_t ninfl;
+	size_t ih;                  /* the oldest */
+	size_t ninfl;               /* ring entries (answered ones at the
+	                               head are dropped at once) */
 	int64_t done[FED_DONE_BATCH];
 	size_t ndone;
 	bool done_busy;             /* a store_fed_done is out */
@@ -560,9 +565,14 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 			net_conn_close(p->conn, TERN_EIO);
 			return;
 		}
-		p->infl[p->ninfl].req = m.req;
-		p->infl[p->ninfl].seq = e->seq;
-		p->ninfl++;
+		{
+			struct infl *x = &p->infl[(p->ih + p->ninfl) %
+			    FED_WINDOW];
+			x->req = m.req;
+			x->seq = e->seq;
+			x->answered = false;
+			p->ninfl++;
+		}
 		p->last_seq = e->seq;
 		p->last_tx = uv_now(f->loop);
 	}
@@ -584,10 +594,10 @@ peer_pump(struct peer *p)
 	    f->stopping)
 		return;
 	room = FED_WINDOW - (uint32_t)p->ninfl;
-	if (room < FED_WINDOW / 4)
-		return; /* wait for answers: fetch in bigger pages */
 	if (room > STORE_FED_FETCH_MAX)
 		room = STORE_FED_FETCH_MAX;
+	if (room < STORE_FED_FETCH_MAX / 2)
+		return; /* wait for answers: fetch in bigger pages */
 	if (store_fed_fetch(f->store, p->domain, p->last_seq, room, fetch_cb,
 	    p) != 0)
 		return;
@@ -612,7 +622,11 @@ peer_answer_env(struct peer *p, size_t k, int code)
 	struct fed *f = p->f;
 	int64_t seq = p->infl[k].seq;
 
-	p->infl[k] = p->infl[--p->ninfl];
+	p->infl[k].answered = true;
+	while (p->ninfl > 0 && p->infl[p->ih].answered) {
+		p->ih = (p->ih + 1) % FED_WINDOW;
+		p->ninfl--;
+	}
 	if (code == 0) {
 		f->st.sent_total++;
 		if (p->ndone == FED_DONE_BATCH)
@@ -820,12 +834,14 @@ out_message(struct net_conn *c, const uint8_t *buf, size_t len)
 		return 0;
 	case MSG_OK:
 	case MSG_ERROR:
-		for (k = 0; k < p->ninfl; k++)
-			if (p->infl[k].req == m.req) {
-				peer_answer_env(p, k, m.type == MSG_OK ? 0 :
+		for (k = 0; k < p->ninfl; k++) {
+			size_t x = (p->ih + k) % FED_WINDOW;
+			if (!p->infl[x].answered && p->infl[x].req == m.req) {
+				peer_answer_env(p, x, m.type == MSG_OK ? 0 :
 				    -(int)m.u.error.code);
 				return 0;
 			}
+		}
 		/* maybe a relayed request's error */
 		/* FALLTHROUGH */
 	case MSG_FED_RESP: {
@@ -896,10 +912,13 @@ peer_lost(struct peer *p, int err)
 		log_info("federation: link to %s lost: %s", p->domain,
 		    tern_strerror(err));
 	}
-	for (k = 0; k < p->ninfl; k++)
-		if (p->infl[k].seq - 1 < p->last_seq)
-			p->last_seq = p->infl[k].seq - 1;
+	for (k = 0; k < p->ninfl; k++) {
+		const struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+		if (!x->answered && x->seq - 1 < p->last_seq)
+			p->last_seq = x->seq - 1;
+	}
 	p->ninfl = 0;
+	p->ih = 0;
 	p->paused = false;
 	/* Relayed requests already written get no answer now. */
 	for (w = p->fwds; w != NULL; w = w->next)

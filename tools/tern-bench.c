@@ -17,6 +17,8 @@
  *   logins    handshake + LOGIN per second over fresh connections
  *   offline   envelopes to offline devices: SENT (durable) per second,
  *             then the recipients log in and drain: delivered per second
+ *   fed       two nodes with federation between them: senders on one,
+ *             recipients on the other; delivered/s and latency at 20k/s
  *   e2e       the client's Signal encryption (no node involved):
  *             encrypt+decrypt pairs per second on one core and session
  *             set-up time (bench_e2e.c)
@@ -68,6 +70,7 @@ struct dev {
 	uint8_t state;              /* 0 idle 1 connecting 2 online */
 	uint8_t want;               /* what to do on open: 1 register 2 login */
 	uint32_t req;               /* request counter */
+	uint16_t port;              /* its node's client port */
 };
 
 struct lat {
@@ -83,6 +86,8 @@ static struct {
 	char dir[256];              /* the node's temporary directory */
 	pid_t node_pid;             /* the node */
 	uint16_t port;              /* its client port */
+	pid_t node2_pid;            /* fed: the second node */
+	uint16_t port2;             /* its client port */
 	struct dev *devs;           /* all devices */
 	uint32_t ndevs;
 	uint32_t online;            /* devices logged in */
@@ -470,7 +475,8 @@ dev_connect(struct dev *d, int want)
 	d->want = (uint8_t)want;
 	d->state = 1;
 	B.pending++;
-	r = net_connect(&B.nl, "127.0.0.1", B.port, CHAN_KIND_CLIENT, CHAN_XX,
+	r = net_connect(&B.nl, "127.0.0.1", d->port != 0 ? d->port : B.port,
+	    CHAN_KIND_CLIENT, CHAN_XX,
 	    d->priv, NULL, MSG_MAX_UNAUTH, &dev_cbs, sizeof(struct dev *),
 	    &d->conn);
 	if (r != 0) {
@@ -670,6 +676,204 @@ sc_latency(double rate)
 	devs_free();
 }
 
+/* --- two nodes: federation (SPEC.md section 13) ------------------------ */
+
+#define BENCH_DOMAIN2 "two.bench.test"
+
+/* node_key: the base64 node key `ternd dns-records` prints for conf. */
+static void
+node_key(const char *conf, char *out, size_t cap)
+{
+	char path[600], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/records.txt", B.dir);
+	char *args[] = {B.ternd, "dns-records", "-c", (char *)conf, NULL};
+	if (run_wait(args, path) != 0 || (f = fopen(path, "r")) == NULL)
+		die("ternd dns-records");
+	out[0] = '\0';
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "Node key (clients may pin it): ", 31) == 0)
+			snprintf(out, cap, "%.44s", line + 31);
+	fclose(f);
+	if (out[0] == '\0')
+		die("no node key in ternd dns-records");
+}
+
+static void
+wait_port(uint16_t port, pid_t pid)
+{
+	for (int i = 0; i < 200; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		    .sin_port = htons(port)};
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		a.sin_addr.s_addr = htonl(0x7f000001);
+		if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			close(s);
+			return;
+		}
+		close(s);
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			break;
+		usleep(25000);
+	}
+	die("a node did not start (see its log in the bench directory)");
+}
+
+/*
+ * fed_nodes: a second node for BENCH_DOMAIN2, and federation between it
+ * and the first one (static routes with pinned keys), both restarted.
+ */
+static void
+fed_nodes(void)
+{
+	char conf1[512], conf2[600], dir2[512], listen[64], k1[64], k2[64];
+	char v[256], log[600];
+	uint16_t f1 = (uint16_t)(B.port + 1), f2 = (uint16_t)(B.port + 2);
+	posix_spawn_file_actions_t fa;
+	int fd;
+
+	B.port2 = (uint16_t)(B.port + 3);
+	snprintf(conf1, sizeof(conf1), "%s/node/ternd.conf", B.dir);
+	snprintf(dir2, sizeof(dir2), "%s/node2", B.dir);
+	snprintf(conf2, sizeof(conf2), "%s/ternd.conf", dir2);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", B.port2);
+	char *init[] = {B.ternd, "init", "--domain", BENCH_DOMAIN2, "--dir",
+	    dir2, "--listen", listen, "--open-registration",
+	    "--metrics-listen", "127.0.0.1:0", NULL};
+	if (run_wait(init, "/dev/null") != 0)
+		die("ternd init (second node) failed");
+	conf_set(conf2, "send_rate", "1000000");
+	conf_set(conf2, "send_burst", "1000000");
+	conf_set(conf2, "max_unauth", "100000");
+	conf_set(conf2, "quota_count", "10000000");
+	conf_set(conf2, "log_level", "warn");
+	node_key(conf1, k1, sizeof(k1));
+	node_key(conf2, k2, sizeof(k2));
+	snprintf(v, sizeof(v), "127.0.0.1:%u", f1);
+	conf_set(conf1, "federation.listen", v);
+	snprintf(v, sizeof(v), "%s=127.0.0.1:%u/%s", BENCH_DOMAIN2, f2, k2);
+	conf_set(conf1, "federation.peers", v);
+	snprintf(v, sizeof(v), "127.0.0.1:%u", f2);
+	conf_set(conf2, "federation.listen", v);
+	snprintf(v, sizeof(v), "%s=127.0.0.1:%u/%s", BENCH_DOMAIN, f1, k1);
+	conf_set(conf2, "federation.peers", v);
+	node_restart();
+	snprintf(log, sizeof(log), "%s/ternd2.log", B.dir);
+	char *run[] = {B.ternd, "run", "-c", conf2, NULL};
+	posix_spawn_file_actions_init(&fa);
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_adddup2(&fa, fd, 2);
+	if (posix_spawn(&B.node2_pid, B.ternd, &fa, NULL, run, environ) != 0)
+		die("cannot start the second ternd");
+	posix_spawn_file_actions_destroy(&fa);
+	close(fd);
+	wait_port(B.port2, B.node2_pid);
+}
+
+static void
+fed_nodes_stop(void)
+{
+	int st;
+
+	if (B.node2_pid > 0) {
+		kill(B.node2_pid, SIGTERM);
+		waitpid(B.node2_pid, &st, 0);
+		B.node2_pid = 0;
+	}
+}
+
+/* devs_make_fed: pairs whose senders are on the first node and whose
+ * recipients are on the second. */
+static void
+devs_make_fed(uint32_t pairs, const char *prefix)
+{
+	devs_make(pairs * 2, prefix);
+	for (uint32_t i = 1; i < pairs * 2; i += 2) {
+		snprintf(B.devs[i].addr, sizeof(B.devs[i].addr), "%s%u@%s",
+		    prefix, i, BENCH_DOMAIN2);
+		B.devs[i].port = B.port2;
+	}
+}
+
+/* fed_latency: pairs across the nodes at rate messages/s offered. */
+static void
+fed_latency(uint32_t pairs, double rate, double secs, const char *prefix)
+{
+	char name[80];
+	uint64_t t0;
+
+	printf("fed: latency, %u pairs at %.0f messages/s offered\n", pairs,
+	    rate);
+	devs_make_fed(pairs, prefix);
+	devs_online(pairs * 2, 1);
+	memset(&B.lat, 0, sizeof(B.lat));
+	memset(&B.raw, 0, sizeof(B.raw));
+	B.rate = rate;
+	B.mode = M_LATENCY;
+	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
+	t0 = now_ns();
+	for (uint32_t i = 0; i < pairs * 2; i += 2)
+		B.devs[i].next_due_ns = t0 + (uint64_t)(i / 2) *
+		    (uint64_t)(1e9 / rate);
+	uv_timer_init(&B.loop, &B.tick);
+	uv_timer_start(&B.tick, lat_tick, 1, 1);
+	while (now_ns() < B.deadline_ns + 500000000ull)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&B.tick, NULL);
+	snprintf(name, sizeof(name), "fed_latency_p50_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.50), "us", "");
+	snprintf(name, sizeof(name), "fed_latency_p99_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.99), "us",
+	    "target at 20000: single-node p99 + 2000");
+	snprintf(name, sizeof(name), "fed_latency_p999_us_at_%.0f", rate);
+	report(name, lat_pct(&B.lat, 0.999), "us", "");
+	snprintf(name, sizeof(name), "fed_raw_p50_us_at_%.0f", rate);
+	report(name, lat_pct(&B.raw, 0.50), "us", "");
+	snprintf(name, sizeof(name), "fed_raw_p99_us_at_%.0f", rate);
+	report(name, lat_pct(&B.raw, 0.99), "us", "");
+	snprintf(name, sizeof(name), "fed_latency_samples_at_%.0f", rate);
+	report(name, (double)B.lat.n, "msgs", "");
+	B.mode = M_NONE;
+	for (uint32_t i = 0; i < B.ndevs; i++)
+		B.devs[i].next_due_ns = 0;
+	devs_free();
+}
+
+static void
+sc_fed(void)
+{
+	uint32_t pairs = 100;
+	double secs = B.quick ? 3 : 10, rate = 20000;
+	uint64_t t0;
+
+	fed_nodes();
+	printf("fed: %u pairs across two nodes (senders on %s, recipients "
+	    "on %s), window %u per sender\n", pairs, BENCH_DOMAIN,
+	    BENCH_DOMAIN2, B.window);
+	devs_make_fed(pairs, "f");
+	devs_online(pairs * 2, 1);
+	B.mode = M_DELIVER;
+	B.delivered = 0;
+	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
+	t0 = now_ns();
+	for (uint32_t i = 0; i < pairs * 2; i += 2)
+		for (uint32_t w = 0; w < B.window; w++)
+			dev_send_envelope(&B.devs[i], MSG_CLASS_MESSAGE);
+	while (now_ns() < B.deadline_ns)
+		uv_run(&B.loop, UV_RUN_ONCE);
+	report("fed_delivered_msgs_per_s",
+	    (double)B.delivered / ((double)(now_ns() - t0) / 1e9), "msg/s",
+	    "target >= 100000 over one link");
+	B.mode = M_NONE;
+	run_for(2.0);
+	devs_free();
+
+	fed_latency(pairs, 5000, secs, "g");
+	fed_latency(pairs, rate, secs, "h");
+	fed_nodes_stop();
+}
+
 static void
 sc_idle(void)
 {
@@ -803,7 +1007,7 @@ main(int argc, char **argv)
 		default:
 			fprintf(stderr, "usage: tern-bench [--ternd PATH] "
 			    "[--json FILE] [--quick] [--window N] "
-			    "[deliver|latency|idle|logins|offline|e2e]...\n");
+			    "[deliver|latency|idle|logins|offline|e2e|fed]...\n");
 			return 2;
 		}
 	}
@@ -845,6 +1049,9 @@ main(int argc, char **argv)
 			sc_idle();
 		if (all || strcmp(s, "e2e") == 0)
 			bench_e2e(B.quick, report);
+		/* Last: it reconfigures the node for federation. */
+		if (all || strcmp(s, "fed") == 0)
+			sc_fed();
 	}
 	if (B.json) {
 		fprintf(B.json, "\n}\n");
