@@ -685,7 +685,7 @@ static void
 node_key(const char *conf, char *out, size_t cap)
 {
 	char path[600], line[512];
-	FILE *f;
+	FILE *f = NULL;
 
 	snprintf(path, sizeof(path), "%s/records.txt", B.dir);
 	char *args[] = {B.ternd, "dns-records", "-c", (char *)conf, NULL};
