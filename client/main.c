@@ -1131,24 +1131,88 @@ read_stdin_text(struct job *j)
 	return 0;
 }
 
+static const struct option main_opts[] = {
+	{"profile", required_argument, NULL, 'p'},
+	{"server", required_argument, NULL, 's'},
+	{"invite", required_argument, NULL, 'i'},
+	{"dns", required_argument, NULL, 'd'},
+	{"json", no_argument, NULL, 'j'},
+	{"follow", no_argument, NULL, 'f'},
+	{"mark", no_argument, NULL, 'm'},
+	{"lines", no_argument, NULL, 'l'},
+	{"quiet-ms", required_argument, NULL, 'q'},
+	{"prekeys", required_argument, NULL, 'k'},
+	{"device", required_argument, NULL, 'D'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0}
+};
+#define MAIN_OPTSTR "+p:s:i:d:jfmlq:k:D:h"
+
+/*
+ * main_opt: one option getopt_long returned, into j. -1 to go on, else
+ * the exit status (help, or a bad value with one line on stderr).
+ */
+static int
+main_opt(struct job *j, int c)
+{
+	switch (c) {
+	case 'p':
+		j->profile = optarg;
+		return -1;
+	case 's':
+		j->server = optarg;
+		return -1;
+	case 'i':
+		j->invite = optarg;
+		return -1;
+	case 'd':
+		j->nameserver = optarg;
+		return -1;
+	case 'j':
+		j->json = true;
+		return -1;
+	case 'f':
+		j->follow = true;
+		return -1;
+	case 'm':
+		j->mark = true;
+		return -1;
+	case 'l':
+		j->lines = true;
+		return -1;
+	case 'q':
+		j->quiet_ms = (uint32_t)strtoul(optarg, NULL, 10);
+		if (j->quiet_ms == 0 || j->quiet_ms > 60000) {
+			fprintf(stderr, "tern: --quiet-ms: 1..60000\n");
+			return EX_USAGE;
+		}
+		return -1;
+	case 'k':
+		j->prekeys = (uint32_t)strtoul(optarg, NULL, 10);
+		if (j->prekeys == 0 || j->prekeys > APP_PREKEYS_TARGET) {
+			fprintf(stderr, "tern: --prekeys: 1..100\n");
+			return EX_USAGE;
+		}
+		return -1;
+	case 'D':
+		j->link_device = (uint32_t)strtoul(optarg, NULL, 10);
+		if (j->link_device == 0) {
+			fprintf(stderr, "tern: --device: a device id\n");
+			return EX_USAGE;
+		}
+		return -1;
+	case 'h':
+		usage(stdout);
+		return EX_OK;
+	default:
+		usage(stderr);
+		return EX_USAGE;
+	}
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"profile", required_argument, NULL, 'p'},
-		{"server", required_argument, NULL, 's'},
-		{"invite", required_argument, NULL, 'i'},
-		{"dns", required_argument, NULL, 'd'},
-		{"json", no_argument, NULL, 'j'},
-		{"follow", no_argument, NULL, 'f'},
-		{"mark", no_argument, NULL, 'm'},
-		{"lines", no_argument, NULL, 'l'},
-		{"quiet-ms", required_argument, NULL, 'q'},
-		{"prekeys", required_argument, NULL, 'k'},
-		{"device", required_argument, NULL, 'D'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}
-	};
 	char profile[APP_PROFILE_PATH];
 	struct job j;
 	const char *cmd;
@@ -1158,62 +1222,10 @@ main(int argc, char **argv)
 	memset(&j, 0, sizeof(j));
 	j.quiet_ms = QUIET_MS;
 	j.nameserver = getenv("TERN_DNS");
-	while ((c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:D:h", opts, NULL))
-	    != -1) {
-		switch (c) {
-		case 'p':
-			j.profile = optarg;
-			break;
-		case 's':
-			j.server = optarg;
-			break;
-		case 'i':
-			j.invite = optarg;
-			break;
-		case 'd':
-			j.nameserver = optarg;
-			break;
-		case 'j':
-			j.json = true;
-			break;
-		case 'f':
-			j.follow = true;
-			break;
-		case 'm':
-			j.mark = true;
-			break;
-		case 'l':
-			j.lines = true;
-			break;
-		case 'q':
-			j.quiet_ms = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.quiet_ms == 0 || j.quiet_ms > 60000) {
-				fprintf(stderr, "tern: --quiet-ms: 1..60000\n");
-				return EX_USAGE;
-			}
-			break;
-		case 'k':
-			j.prekeys = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.prekeys == 0 || j.prekeys > APP_PREKEYS_TARGET) {
-				fprintf(stderr, "tern: --prekeys: 1..100\n");
-				return EX_USAGE;
-			}
-			break;
-		case 'D':
-			j.link_device = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.link_device == 0) {
-				fprintf(stderr, "tern: --device: a device id\n");
-				return EX_USAGE;
-			}
-			break;
-		case 'h':
-			usage(stdout);
-			return EX_OK;
-		default:
-			usage(stderr);
-			return EX_USAGE;
-		}
-	}
+	while ((c = getopt_long(argc, argv, MAIN_OPTSTR, main_opts, NULL)) !=
+	    -1)
+		if ((r = main_opt(&j, c)) >= 0)
+			return r;
 	if (optind >= argc) {
 		/* No command: the terminal chat (tui.c). */
 		if (j.profile == NULL) {
@@ -1229,7 +1241,7 @@ main(int argc, char **argv)
 	cmd = argv[optind++];
 	/* Options may also follow the command. */
 	while (optind < argc) {
-		c = getopt_long(argc, argv, "+p:s:i:d:jfmlq:k:D:h", opts, NULL);
+		c = getopt_long(argc, argv, MAIN_OPTSTR, main_opts, NULL);
 		if (c == -1) {
 			if (nargs < 4)
 				j.argv[nargs] = argv[optind];
@@ -1237,50 +1249,8 @@ main(int argc, char **argv)
 			optind++;
 			continue;
 		}
-		switch (c) {
-		case 'p':
-			j.profile = optarg;
-			break;
-		case 's':
-			j.server = optarg;
-			break;
-		case 'i':
-			j.invite = optarg;
-			break;
-		case 'd':
-			j.nameserver = optarg;
-			break;
-		case 'j':
-			j.json = true;
-			break;
-		case 'f':
-			j.follow = true;
-			break;
-		case 'm':
-			j.mark = true;
-			break;
-		case 'l':
-			j.lines = true;
-			break;
-		case 'q':
-			j.quiet_ms = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.quiet_ms == 0 || j.quiet_ms > 60000)
-				return EX_USAGE;
-			break;
-		case 'k':
-			j.prekeys = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.prekeys == 0 || j.prekeys > APP_PREKEYS_TARGET)
-				return EX_USAGE;
-			break;
-		case 'D':
-			j.link_device = (uint32_t)strtoul(optarg, NULL, 10);
-			if (j.link_device == 0)
-				return EX_USAGE;
-			break;
-		default:
-			usage(stderr);
-			return EX_USAGE;
-		}
+		if ((r = main_opt(&j, c)) >= 0)
+			return r;
 	}
 	j.argc = nargs;
 

@@ -631,17 +631,17 @@ lat_tick(uv_timer_t *t)
 	}
 }
 
+/*
+ * latency_run: the devices (pairs, online) send at rate messages/s
+ * offered for secs; reports under names starting with what ("" or
+ * "fed_").
+ */
 static void
-sc_latency(double rate)
+latency_run(double rate, double secs, const char *what)
 {
-	uint32_t pairs = 100;
-	double secs = B.quick ? 3 : 10;
-	char name[64], prefix[32];
+	char name[96];
+	uint32_t pairs = B.ndevs / 2;
 
-	printf("latency: %u pairs at %.0f messages/s offered\n", pairs, rate);
-	snprintf(prefix, sizeof(prefix), "l%.0f-", rate);
-	devs_make(pairs * 2, prefix);
-	devs_online(pairs * 2, 1);
 	memset(&B.lat, 0, sizeof(B.lat));
 	memset(&B.raw, 0, sizeof(B.raw));
 	B.rate = rate;
@@ -656,23 +656,41 @@ sc_latency(double rate)
 	while (now_ns() < B.deadline_ns + 500000000ull)
 		uv_run(&B.loop, UV_RUN_ONCE);
 	uv_close((uv_handle_t *)&B.tick, NULL);
-	snprintf(name, sizeof(name), "latency_p50_us_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%slatency_p50_us_at_%.0f", what, rate);
 	report(name, lat_pct(&B.lat, 0.50), "us", "");
-	snprintf(name, sizeof(name), "latency_p99_us_at_%.0f", rate);
-	report(name, lat_pct(&B.lat, 0.99), "us", "target p99 <= 2000 at 50000");
-	snprintf(name, sizeof(name), "latency_p999_us_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%slatency_p99_us_at_%.0f", what, rate);
+	report(name, lat_pct(&B.lat, 0.99), "us", what[0] == '\0' ?
+	    "target p99 <= 2000 at 50000" :
+	    "target at 20000: single-node p99 + 2000");
+	snprintf(name, sizeof(name), "%slatency_p999_us_at_%.0f", what, rate);
 	report(name, lat_pct(&B.lat, 0.999), "us", "");
-	snprintf(name, sizeof(name), "latency_p9999_us_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%slatency_p9999_us_at_%.0f", what, rate);
 	report(name, lat_pct(&B.lat, 0.9999), "us", "");
-	snprintf(name, sizeof(name), "raw_send_to_deliver_p50_us_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%sraw_send_to_deliver_p50_us_at_%.0f",
+	    what, rate);
 	report(name, lat_pct(&B.raw, 0.50), "us", "");
-	snprintf(name, sizeof(name), "raw_send_to_deliver_p99_us_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%sraw_send_to_deliver_p99_us_at_%.0f",
+	    what, rate);
 	report(name, lat_pct(&B.raw, 0.99), "us", "");
-	snprintf(name, sizeof(name), "latency_samples_at_%.0f", rate);
+	snprintf(name, sizeof(name), "%slatency_samples_at_%.0f", what, rate);
 	report(name, (double)B.lat.n, "msgs", "");
 	B.mode = M_NONE;
 	for (uint32_t i = 0; i < B.ndevs; i++)
 		B.devs[i].next_due_ns = 0;
+}
+
+static void
+sc_latency(double rate)
+{
+	uint32_t pairs = 100;
+	double secs = B.quick ? 3 : 10;
+	char prefix[32];
+
+	printf("latency: %u pairs at %.0f messages/s offered\n", pairs, rate);
+	snprintf(prefix, sizeof(prefix), "l%.0f-", rate);
+	devs_make(pairs * 2, prefix);
+	devs_online(pairs * 2, 1);
+	latency_run(rate, secs, "");
 	devs_free();
 }
 
@@ -800,43 +818,11 @@ devs_make_fed(uint32_t pairs, const char *prefix)
 static void
 fed_latency(uint32_t pairs, double rate, double secs, const char *prefix)
 {
-	char name[80];
-	uint64_t t0;
-
 	printf("fed: latency, %u pairs at %.0f messages/s offered\n", pairs,
 	    rate);
 	devs_make_fed(pairs, prefix);
 	devs_online(pairs * 2, 1);
-	memset(&B.lat, 0, sizeof(B.lat));
-	memset(&B.raw, 0, sizeof(B.raw));
-	B.rate = rate;
-	B.mode = M_LATENCY;
-	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
-	t0 = now_ns();
-	for (uint32_t i = 0; i < pairs * 2; i += 2)
-		B.devs[i].next_due_ns = t0 + (uint64_t)(i / 2) *
-		    (uint64_t)(1e9 / rate);
-	uv_timer_init(&B.loop, &B.tick);
-	uv_timer_start(&B.tick, lat_tick, 1, 1);
-	while (now_ns() < B.deadline_ns + 500000000ull)
-		uv_run(&B.loop, UV_RUN_ONCE);
-	uv_close((uv_handle_t *)&B.tick, NULL);
-	snprintf(name, sizeof(name), "fed_latency_p50_us_at_%.0f", rate);
-	report(name, lat_pct(&B.lat, 0.50), "us", "");
-	snprintf(name, sizeof(name), "fed_latency_p99_us_at_%.0f", rate);
-	report(name, lat_pct(&B.lat, 0.99), "us",
-	    "target at 20000: single-node p99 + 2000");
-	snprintf(name, sizeof(name), "fed_latency_p999_us_at_%.0f", rate);
-	report(name, lat_pct(&B.lat, 0.999), "us", "");
-	snprintf(name, sizeof(name), "fed_raw_p50_us_at_%.0f", rate);
-	report(name, lat_pct(&B.raw, 0.50), "us", "");
-	snprintf(name, sizeof(name), "fed_raw_p99_us_at_%.0f", rate);
-	report(name, lat_pct(&B.raw, 0.99), "us", "");
-	snprintf(name, sizeof(name), "fed_latency_samples_at_%.0f", rate);
-	report(name, (double)B.lat.n, "msgs", "");
-	B.mode = M_NONE;
-	for (uint32_t i = 0; i < B.ndevs; i++)
-		B.devs[i].next_due_ns = 0;
+	latency_run(rate, secs, "fed_");
 	devs_free();
 }
 
