@@ -10,6 +10,7 @@
 /* The harness is header-only; this file uses part of it. */
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "../node/ternd_harness.h"
+#include "../node/ternd_dnsmasq.h"
 #include "msg.h"
 
 #define TERN_BIN TERN_BUILD_DIR "/client/tern"
@@ -610,70 +611,18 @@ TT_CASE(e2e__profile_contacts_lastseen)
 
 /* --- DNS: a dnsmasq on loopback holds the SRV records ------------------ */
 
-#define DNSMASQ "/usr/sbin/dnsmasq"
-
-static pid_t dm_pid = -1;
-
+/* dm_start_one: SRV _tern._tcp.one.test -> node_port on 127.0.0.1, and
+ * none.test's SRV with no target ("not offered here"). */
 static void
-dm_stop(void)
+dm_start_one(uint16_t dns_port, uint16_t node_port)
 {
-	int st;
+	char srv[128];
+	const char *recs[] = {srv, "--host-record=node.one.test,127.0.0.1",
+	    "--srv-host=_tern._tcp.none.test", NULL};
 
-	if (dm_pid > 0) {
-		kill(dm_pid, SIGTERM);
-		(void)waitpid(dm_pid, &st, 0);
-		dm_pid = -1;
-	}
-}
-
-/* udp_taken: 1 once something is bound to 127.0.0.1:port (UDP). */
-static int
-udp_taken(uint16_t port)
-{
-	struct sockaddr_in a = {0};
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
-
-	TT_ASSERT(fd >= 0);
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons(port);
-	r = bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
-	    errno == EADDRINUSE;
-	close(fd);
-	return r;
-}
-
-static void
-dm_start(uint16_t dns_port, uint16_t node_port)
-{
-	char port[32], srv[128];
-	const char *argv[] = {
-		DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv",
-		"--no-hosts", "--listen-address=127.0.0.1", "--bind-interfaces",
-		port, "--pid-file=", "--local=/test/",
-		"--log-facility=/dev/null", srv,
-		"--host-record=node.one.test,127.0.0.1",
-		/* No target: "not offered here". */
-		"--srv-host=_tern._tcp.none.test", NULL
-	};
-	posix_spawn_file_actions_t fa;
-	int i, r;
-
-	TT_ASSERT(access(DNSMASQ, X_OK) == 0);
-	snprintf(port, sizeof(port), "--port=%u", dns_port);
 	snprintf(srv, sizeof(srv), "--srv-host=_tern._tcp.one.test,"
 	    "node.one.test,%u,10,10", node_port);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	r = posix_spawn(&dm_pid, DNSMASQ, &fa, NULL, (char *const *)argv,
-	    environ);
-	posix_spawn_file_actions_destroy(&fa);
-	TT_EQ(r, 0);
-	atexit(dm_stop);
-	for (i = 0; i < 500 && !udp_taken(dns_port); i++)
-		ternd_nap(10);
-	TT_ASSERT(udp_taken(dns_port));
+	dm_start(dns_port, recs);
 }
 
 /* Without --server, register finds the node by SRV _tern._tcp.DOMAIN;
@@ -686,7 +635,7 @@ TT_CASE(e2e__register_finds_node_by_srv)
 
 	tc_start();
 	dport = ternd_free_port();
-	dm_start(dport, T.node.port);
+	dm_start_one(dport, T.node.port);
 	snprintf(dns, sizeof(dns), "127.0.0.1:%u", dport);
 	TERN(&r, "alice", NULL, "register", "alice@one.test", "--dns", dns);
 	expect_ok(&r);

@@ -9,6 +9,7 @@
 
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "ternd_harness.h"
+#include "ternd_dnsmasq.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -606,77 +607,6 @@ TT_CASE(fed__spoofed_sender_and_unknown_key_refused)
 }
 
 /* --- ternd doctor, against a dnsmasq on loopback ------------------------ */
-
-#define DNSMASQ "/usr/sbin/dnsmasq"
-
-static pid_t dm_pid = -1;
-
-static void
-dm_stop(void)
-{
-	int st;
-
-	if (dm_pid > 0) {
-		kill(dm_pid, SIGTERM);
-		(void)waitpid(dm_pid, &st, 0);
-		dm_pid = -1;
-	}
-}
-
-static int
-udp_taken(uint16_t port)
-{
-	struct sockaddr_in a = {0};
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
-
-	TT_ASSERT(fd >= 0);
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons(port);
-	r = bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
-	    errno == EADDRINUSE;
-	close(fd);
-	return r;
-}
-
-/* dm_start: dnsmasq answering for *.test from args (NULL-terminated). */
-static void
-dm_start(uint16_t port, const char *const *recs)
-{
-	char portarg[32];
-	const char *argv[32];
-	posix_spawn_file_actions_t fa;
-	int i, n = 0;
-
-	TT_ASSERT(access(DNSMASQ, X_OK) == 0);
-	snprintf(portarg, sizeof(portarg), "--port=%u", port);
-	argv[n++] = DNSMASQ;
-	argv[n++] = "--no-daemon";
-	argv[n++] = "--conf-file=/dev/null";
-	argv[n++] = "--no-resolv";
-	argv[n++] = "--no-hosts";
-	argv[n++] = "--listen-address=127.0.0.1";
-	argv[n++] = "--bind-interfaces";
-	argv[n++] = portarg;
-	argv[n++] = "--pid-file=";
-	argv[n++] = "--local=/test/";
-	argv[n++] = "--log-facility=/dev/null";
-	for (i = 0; recs[i] != NULL; i++) {
-		TT_ASSERT(n < 30);
-		argv[n++] = recs[i];
-	}
-	argv[n] = NULL;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	TT_EQ(posix_spawn(&dm_pid, DNSMASQ, &fa, NULL, (char *const *)argv,
-	    environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	atexit(dm_stop);
-	for (i = 0; i < 500 && !udp_taken(port); i++)
-		ternd_nap(10);
-	TT_ASSERT(udp_taken(port));
-}
 
 static int
 doctor(struct fnode *n, const char *domain, char *out, size_t cap)
