@@ -144,7 +144,6 @@ struct fed {
 	struct dns *dns;
 	struct fdisc *disc;
 	struct ktrust *kt;
-	struct ktrust_memstore *kmem;
 	struct fstatic stat[FED_STATIC_MAX];
 	size_t nstat;
 	struct peer *peers;
@@ -1498,6 +1497,26 @@ domains_cb(void *arg, int status, const struct store_result *res)
 		f->pending++;
 }
 
+static int
+ks_load(void *ctx, const char *domain, uint8_t (*keys)[KTRUST_KEY_LEN],
+    size_t cap, size_t *n)
+{
+	struct fed *f = ctx;
+
+	return store_peer_keys_load(f->store, domain, keys, cap, n);
+}
+
+static int
+ks_save(void *ctx, const char *domain, const uint8_t key[KTRUST_KEY_LEN])
+{
+	struct fed *f = ctx;
+
+	/* Committed a moment later; a check in between still has the key
+	 * in DNS, which is why it is being remembered. */
+	return store_peer_key_save(f->store, domain, key, (int64_t)wall_ms(),
+	    NULL, NULL);
+}
+
 int
 fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
     const struct fed_config *cfg, const struct fed_hooks *hooks,
@@ -1551,13 +1570,13 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	}
 	if ((r = fdisc_new(loop, f->dns, NULL, &f->disc)) != 0)
 		goto fail_dns;
-	if ((r = ktrust_memstore_new(&f->kmem)) != 0)
-		goto fail_disc;
-	/* Remembered keys live in memory for now: forgotten at restart,
-	 * when DNS (or a pin) must vouch for a key again. */
-	kc.store = ktrust_memstore_ops(f->kmem);
+	/* Remembered keys live in the node's store: a restart keeps them
+	 * (SPEC.md 13.4). */
+	kc.store.load = ks_load;
+	kc.store.save = ks_save;
+	kc.store.ctx = f;
 	if ((r = ktrust_new(&kc, &f->kt)) != 0)
-		goto fail_kmem;
+		goto fail_disc;
 	r = net_listen(nl, host, (uint16_t)port, CHAN_KIND_FEDERATION, f->priv,
 	    MSG_MAX_UNAUTH, &in_cbs, sizeof(struct fconn), f, &f->lis);
 	if (r != 0) {
@@ -1591,8 +1610,6 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	return 0;
 fail_kt:
 	ktrust_free(f->kt);
-fail_kmem:
-	ktrust_memstore_free(f->kmem);
 fail_disc:
 	fdisc_close(f->disc, NULL, NULL);
 fail_dns:
@@ -1652,7 +1669,6 @@ fed_maybe_freed(struct fed *f)
 		free(p);
 	}
 	ktrust_free(f->kt);
-	ktrust_memstore_free(f->kmem);
 	sodium_memzero(f->priv, sizeof(f->priv));
 	if (f->stop_cb != NULL)
 		f->stop_cb(f->stop_arg);

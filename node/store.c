@@ -1045,6 +1045,43 @@ store_fed_attempt(struct store *s, int64_t seq, store_cb cb, void *arg)
 }
 
 int
+store_peer_key_save(struct store *s, const char *domain,
+    const uint8_t key[32], int64_t now_ms, store_cb cb, void *arg)
+{
+	struct store_req *r;
+	size_t dlen;
+	char *cur;
+
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (store_strlen(domain, STORE_DOMAIN_MAX, 0, &dlen) != 0 ||
+	    key == NULL)
+		return TERN_EINVAL;
+	r = store_req_new(STORE_OP_PEER_KEY_SAVE, dlen + 1, cb, arg);
+	if (r != NULL) {
+		cur = r->data;
+		r->u.peer.domain = store_req_str(&cur, domain, dlen);
+		memcpy(r->u.peer.key, key, 32);
+		r->u.peer.now_ms = now_ms;
+	}
+	return store_submit(s, r);
+}
+
+int
+store_peer_keys_load(struct store *s, const char *domain,
+    uint8_t (*keys)[32], size_t cap, size_t *n)
+{
+	size_t dlen;
+
+	*n = 0;
+	if (s->closing)
+		return TERN_ECLOSED;
+	if (store_strlen(domain, STORE_DOMAIN_MAX, 0, &dlen) != 0)
+		return TERN_EINVAL;
+	return s->ops->peer_keys(s->be, domain, keys, cap, n);
+}
+
+int
 store_fed_domains(struct store *s, const char *after, store_cb cb, void *arg)
 {
 	struct store_req *r;

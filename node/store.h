@@ -550,6 +550,19 @@ int store_fed_attempt(struct store *s, int64_t seq, store_cb cb,
 int store_fed_domains(struct store *s, const char *after, store_cb cb,
     void *arg) TERN_WUR;
 
+/*
+ * Keys this node accepted for other domains' nodes (SPEC.md 13.4), so a
+ * restart remembers them. store_peer_key_save records key for domain
+ * (lowercase, 1..253 bytes) as seen at now_ms, keeping the 8 most
+ * recently seen per domain; through the writer like the other writes (cb
+ * may be NULL). store_peer_keys_load: at most cap keys of domain, most
+ * recently seen first, into keys; *n how many (0: none, not an error).
+ */
+int store_peer_key_save(struct store *s, const char *domain,
+    const uint8_t key[32], int64_t now_ms, store_cb cb, void *arg) TERN_WUR;
+int store_peer_keys_load(struct store *s, const char *domain,
+    uint8_t (*keys)[32], size_t cap, size_t *n) TERN_WUR;
+
 /* --- End-to-end keys (SPEC.md section 12) ------------------------------- */
 
 /* A one-time prekey: input of store_keys_put. */

@@ -36,6 +36,7 @@ enum store_op {
 	STORE_OP_FED_DONE,
 	STORE_OP_FED_REFUSE,
 	STORE_OP_FED_ATTEMPT,
+	STORE_OP_PEER_KEY_SAVE,
 	/* Reads: served after the batch's commit, outside its transaction. */
 	STORE_OP_FETCH,
 	STORE_OP_FED_FETCH,
@@ -135,6 +136,11 @@ struct store_req {
 			uint8_t kind;            /* fed_refuse: STORE_NOTICE_* */
 			int64_t now_ms;          /* fed_refuse: the notice's time */
 		} fed_one;                       /* fed_refuse, fed_attempt */
+		struct {
+			const char *domain;      /* into data[] */
+			uint8_t key[32];
+			int64_t now_ms;
+		} peer;                          /* peer_key_save */
 	} u;
 	char data[];                     /* copies of variable-size inputs */
 };
@@ -217,6 +223,8 @@ struct store_backend_ops {
 	    const char *address);
 	int (*keys_count)(struct store_backend *be, int64_t user_id,
 	    uint32_t device_id, uint32_t *prekeys, uint32_t *signed_prekey_id);
+	int (*peer_keys)(struct store_backend *be, const char *domain,
+	    uint8_t (*keys)[32], size_t cap, size_t *n);
 	/* Fills users, devices, queued, queued_bytes, fed_queued,
 	 * fed_queued_bytes. */
 	int (*stats)(struct store_backend *be, struct store_stats *out);

@@ -190,6 +190,18 @@ static const char *const sq_migrations[] = {
 	");"
 	"INSERT INTO fed_total(id, queued, queued_bytes) VALUES (1, 0, 0);"
 	"PRAGMA user_version = 3;",
+	/*
+	 * 4: federation keys this node has accepted for other domains
+	 * (SPEC.md 13.4), so that a restart does not forget them: at most
+	 * the 8 most recently seen per domain (the writer trims).
+	 */
+	"CREATE TABLE peer_keys("
+	"  domain TEXT NOT NULL,"
+	"  key BLOB NOT NULL CHECK (length(key) = 32),"
+	"  seen_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (domain, key)"
+	") WITHOUT ROWID;"
+	"PRAGMA user_version = 4;",
 };
 #define SQ_SCHEMA_VERSION \
 	((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
@@ -258,6 +270,8 @@ enum {
 	W_FED_USAGE_SUB,
 	W_FED_USAGE_DROP,
 	W_FED_ATTEMPT,
+	W_PEER_KEY_SAVE,
+	W_PEER_KEY_TRIM,
 	W_FED_EXPIRED,
 	W_FED_FETCH,
 	W_FED_DOMAINS,
@@ -431,6 +445,13 @@ static const char *const sq_wsql[W__COUNT] = {
 	    "queued_bytes = queued_bytes - ?2 WHERE dest_domain = ?1",
 	[W_FED_USAGE_DROP] =
 	    "DELETE FROM fed_usage WHERE dest_domain = ?1 AND queued <= 0",
+	[W_PEER_KEY_SAVE] =
+	    "INSERT INTO peer_keys(domain, key, seen_ms) VALUES (?1, ?2, ?3) "
+	    "ON CONFLICT(domain, key) DO UPDATE SET seen_ms = excluded.seen_ms",
+	[W_PEER_KEY_TRIM] =
+	    "DELETE FROM peer_keys WHERE domain = ?1 AND key NOT IN "
+	    "(SELECT key FROM peer_keys WHERE domain = ?1 "
+	    "ORDER BY seen_ms DESC LIMIT 8)",
 	[W_FED_ATTEMPT] =
 	    "UPDATE fed_queue SET attempts = attempts + 1 WHERE seq = ?1 "
 	    "RETURNING attempts",
@@ -463,6 +484,7 @@ enum {
 	R_STATS_QUEUE,
 	R_KEYS_COUNT,
 	R_STATS_FED,
+	R_PEER_KEYS,
 	R__COUNT
 };
 
@@ -506,6 +528,8 @@ static const char *const sq_rsql[R__COUNT] = {
 	    "WHERE p.user_id = ?1 AND p.device_id = ?2) FROM device_keys k "
 	    "WHERE k.user_id = ?1 AND k.device_id = ?2",
 	[R_STATS_FED] = "SELECT queued, queued_bytes FROM fed_total WHERE id = 1",
+	[R_PEER_KEYS] = "SELECT key FROM peer_keys WHERE domain = ?1 "
+	    "ORDER BY seen_ms DESC LIMIT ?2",
 };
 
 /* One row picked by an expiry pass. */
@@ -1878,6 +1902,26 @@ sq_fed_attempt(struct store_backend *be, struct store_req *req)
 	return rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
+static int
+sq_peer_key_save(struct store_backend *be, struct store_req *req)
+{
+	sqlite3_stmt *st = be->w[W_PEER_KEY_SAVE];
+	int rc;
+
+	sq_bind_text(st, 1, req->u.peer.domain);
+	sqlite3_bind_blob(st, 2, req->u.peer.key, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, req->u.peer.now_ms);
+	rc = sqlite3_step(st);
+	sq_reset(st);
+	if (rc != SQLITE_DONE)
+		return rc;
+	st = be->w[W_PEER_KEY_TRIM];
+	sq_bind_text(st, 1, req->u.peer.domain);
+	rc = sqlite3_step(st);
+	sq_reset(st);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /*
  * sq_fed_expire removes up to budget outbound entries past their expiry
  * and notices their senders; sets res->more if more are due.
@@ -2223,6 +2267,9 @@ sq_exec(struct store_backend *be, struct store_req *req)
 		break;
 	case STORE_OP_FED_ATTEMPT:
 		body = sq_fed_attempt;
+		break;
+	case STORE_OP_PEER_KEY_SAVE:
+		body = sq_peer_key_save;
 		break;
 	default:
 		req->status = TERN_EINVAL;
@@ -2714,6 +2761,23 @@ sq_keys_count(struct store_backend *be, int64_t user_id, uint32_t device_id,
 }
 
 static int
+sq_peer_keys(struct store_backend *be, const char *domain,
+    uint8_t (*keys)[32], size_t cap, size_t *n)
+{
+	sqlite3_stmt *st = be->r[R_PEER_KEYS];
+	int rc;
+
+	*n = 0;
+	sq_bind_text(st, 1, domain);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < cap)
+		if (sqlite3_column_bytes(st, 0) == 32)
+			memcpy(keys[(*n)++], sqlite3_column_blob(st, 0), 32);
+	sq_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_fatal(rc);
+}
+
+static int
 sq_stats(struct store_backend *be, struct store_stats *out)
 {
 	sqlite3_stmt *st;
@@ -2766,5 +2830,6 @@ const struct store_backend_ops store_sqlite_ops = {
 	.contacts_list = sq_contacts_list,
 	.contact_has = sq_contact_has,
 	.keys_count = sq_keys_count,
+	.peer_keys = sq_peer_keys,
 	.stats = sq_stats,
 };

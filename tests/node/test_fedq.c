@@ -910,7 +910,8 @@ TT_CASE(fedq__store__migrates_a_version_2_database)
 	/* What a version-2 file looks like: none of version 3's tables. */
 	TT_EQ(sqlite3_open(f.path, &db), SQLITE_OK);
 	TT_EQ(sqlite3_exec(db, "DROP TABLE fed_queue; DROP TABLE fed_usage; "
-	    "DROP TABLE fed_total; PRAGMA user_version = 2;", NULL, NULL, NULL),
+	    "DROP TABLE fed_total; DROP TABLE peer_keys; "
+	    "PRAGMA user_version = 2;", NULL, NULL, NULL),
 	    SQLITE_OK);
 	TT_EQ(sqlite3_close(db), SQLITE_OK);
 
@@ -923,8 +924,44 @@ TT_CASE(fedq__store__migrates_a_version_2_database)
 	TT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
 	    SQLITE_OK);
 	TT_EQ(sqlite3_step(st), SQLITE_ROW);
-	TT_EQ(sqlite3_column_int(st, 0), 3);
+	TT_EQ(sqlite3_column_int(st, 0), 4);
 	sqlite3_finalize(st);
 	TT_EQ(sqlite3_close(db), SQLITE_OK);
+	fx_end(&f);
+}
+
+/* Federation keys remembered for other domains (SPEC.md 13.4): most
+ * recently seen first, 8 per domain at most, kept over a reopen. */
+TT_CASE(fedq__peer_keys__saved_trimmed_and_kept)
+{
+	uint8_t k[12][32], got[16][32];
+	struct fx f;
+	size_t n, i;
+
+	fx_start(&f, NULL);
+	TT_OK(store_peer_keys_load(f.s, "a.test", got, 16, &n));
+	TT_EQ(n, 0);
+	for (i = 0; i < 12; i++) {
+		memset(k[i], (int)i + 1, 32);
+		TT_OK(SYNC(&f, &W, store_peer_key_save(f.s, "a.test", k[i],
+		    (int64_t)(1000 + i), w_cb, &W)));
+	}
+	/* Seeing an old key again makes it recent. */
+	TT_OK(SYNC(&f, &W, store_peer_key_save(f.s, "a.test", k[11], 5000,
+	    w_cb, &W)));
+	TT_OK(SYNC(&f, &W, store_peer_key_save(f.s, "b.test", k[0], 1, w_cb,
+	    &W)));
+	fx_reopen(&f);
+	TT_OK(store_peer_keys_load(f.s, "a.test", got, 16, &n));
+	TT_EQ(n, 8);
+	TT_ASSERT(memcmp(got[0], k[11], 32) == 0);
+	TT_ASSERT(memcmp(got[1], k[10], 32) == 0);
+	TT_ASSERT(memcmp(got[7], k[4], 32) == 0);
+	TT_OK(store_peer_keys_load(f.s, "b.test", got, 16, &n));
+	TT_EQ(n, 1);
+	TT_OK(store_peer_keys_load(f.s, "a.test", got, 2, &n));
+	TT_EQ(n, 2);
+	TT_ERR(store_peer_keys_load(f.s, "", got, 2, &n), TERN_EINVAL);
+	TT_ERR(store_peer_key_save(f.s, "", k[0], 1, NULL, NULL), TERN_EINVAL);
 	fx_end(&f);
 }

@@ -603,7 +603,8 @@ TT_CASE(keys__store__migrates_a_version_1_database)
 	/* Later migrations' tables go too: a version-1 file had none. */
 	TT_EQ(sqlite3_exec(db, "DROP TABLE prekeys; DROP TABLE device_keys; "
 	    "DROP TABLE fed_queue; DROP TABLE fed_usage; DROP TABLE fed_total; "
-	    "PRAGMA user_version = 1;", NULL, NULL, NULL), SQLITE_OK);
+	    "DROP TABLE peer_keys; PRAGMA user_version = 1;", NULL, NULL, NULL),
+	    SQLITE_OK);
 	TT_EQ(sqlite3_close(db), SQLITE_OK);
 	TT_OK(store_open(&f.s, &f.loop, &f.cfg));
 	k = keys_in(a, 1, 0x11, 7, 1, 3);
