@@ -1085,7 +1085,7 @@ fed_forward(struct fed *f, const char *domain, const char *requester,
 	int r;
 
 	if (req->type != MSG_DEVICE_LIST && req->type != MSG_PROFILE_GET &&
-	    req->type != MSG_BUNDLE_GET)
+	    req->type != MSG_BUNDLE_GET && req->type != MSG_PRESENCE_SUB)
 		return TERN_EINVAL;
 	if ((r = msg_encode(req, inner, sizeof(inner), &ilen)) != 0)
 		return r;
@@ -1326,7 +1326,7 @@ in_req(struct fin *in, const struct msg *m)
 		return 0;
 	}
 	if (inner.type != MSG_DEVICE_LIST && inner.type != MSG_PROFILE_GET &&
-	    inner.type != MSG_BUNDLE_GET) {
+	    inner.type != MSG_BUNDLE_GET && inner.type != MSG_PRESENCE_SUB) {
 		fed_error(in->conn, m->req, TERN_ETYPE, "not a relayable "
 		    "request");
 		return 0;

@@ -767,6 +767,8 @@ addr_local(struct server *srv, const struct msg_str *a, char *buf, size_t cap)
 }
 
 static void send_remote(struct session *ss, const struct msg *m);
+static int forward_remote(struct session *ss, const struct msg *m,
+    const struct msg_str *user);
 
 static void
 handle_send(struct session *ss, const struct msg *m)
@@ -1088,8 +1090,15 @@ handle_presence_sub(struct session *ss, const struct msg *m, bool sub)
 
 	if (addr_local(srv, &m->u.presence_sub.user, name,
 	    sizeof(name)) == NULL) {
-		session_error(ss, m->req, TERN_EUNREACH, "presence of other "
-		    "domains' users is not relayed yet");
+		if (srv->fed == NULL) {
+			session_error(ss, m->req, TERN_EUNREACH, "the user's "
+			    "domain is not served here (federation is not "
+			    "enabled)");
+		} else if (!sub) {
+			session_ok(ss, m->req);
+		} else {
+			(void)forward_remote(ss, m, &m->u.presence_sub.user);
+		}
 		return;
 	}
 	if (store_user_lookup(srv->store, name, &ui) != 0 ||
@@ -1773,6 +1782,7 @@ send_remote(struct session *ss, const struct msg *m)
 struct fwd_ctx {
 	struct session *ss;
 	uint32_t req;
+	bool presence;              /* PRESENCE_SUB: push it, then OK */
 };
 
 static void
@@ -1785,6 +1795,13 @@ forward_done(void *arg, int status, const struct msg *resp)
 		if (status != 0) {
 			session_error(ss, x->req, status, "the user's node "
 			    "could not be reached");
+		} else if (x->presence && resp->type == MSG_PRESENCE) {
+			/* A snapshot: the other node does not push changes
+			 * to us yet (SPEC.md 13.5). */
+			struct msg out = *resp;
+			out.req = 0;
+			(void)session_send(ss, &out);
+			session_ok(ss, x->req);
 		} else {
 			struct msg out = *resp;
 			out.req = x->req;
@@ -1820,6 +1837,7 @@ forward_remote(struct session *ss, const struct msg *m,
 	}
 	x->ss = ss;
 	x->req = m->req;
+	x->presence = m->type == MSG_PRESENCE_SUB;
 	snprintf(me, sizeof(me), "%s@%s", ss->user->name, srv->cfg.domain);
 	ss->pending++;
 	if ((r = fed_forward(srv->fed, dom, me, m, forward_done, x)) != 0) {
@@ -1998,6 +2016,7 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 
 	user = req->type == MSG_DEVICE_LIST ? &req->u.device_list.user :
 	    req->type == MSG_PROFILE_GET ? &req->u.profile_get.user :
+	    req->type == MSG_PRESENCE_SUB ? &req->u.presence_sub.user :
 	    &req->u.bundle_get.user;
 	if (addr_local(srv, user, name, sizeof(name)) == NULL) {
 		fed_error_resp(done, darg, TERN_EUNREACH);
@@ -2030,6 +2049,38 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 			if (msg_record_add(&out.u.devices.device_ids, &w, rr,
 			    4) != 0)
 				break;
+		}
+		done(darg, &out);
+		return 0;
+	}
+	case MSG_PRESENCE_SUB: {
+		/* As presence_send for a local viewer, with the target's
+		 * privacy; the remote viewer's own setting is not known
+		 * here, so it is not held against it. */
+		struct store_profile pr;
+		struct msg out = {.type = MSG_PRESENCE};
+		struct nuser *t = user_find(srv, ui.user_id);
+		int privacy;
+		bool visible;
+
+		if (store_profile_get(srv->store, ui.user_id, &pr) != 0) {
+			fed_error_resp(done, darg, TERN_ENOUSER);
+			return 0;
+		}
+		privacy = t != NULL ? t->privacy : pr.last_seen_privacy;
+		visible = privacy == STORE_LASTSEEN_EVERYONE ||
+		    (privacy == STORE_LASTSEEN_CONTACTS &&
+		    store_contact_has(srv->store, ui.user_id, requester) == 0);
+		out.u.presence.user = *user;
+		if (!visible) {
+			out.u.presence.state = MSG_PRESENCE_HIDDEN;
+		} else if (t != NULL && t->shown_online) {
+			out.u.presence.state = MSG_PRESENCE_ONLINE;
+			out.u.presence.last_seen_ms = (uint64_t)t->last_seen_ms;
+		} else {
+			out.u.presence.state = MSG_PRESENCE_OFFLINE;
+			out.u.presence.last_seen_ms = (uint64_t)(t != NULL ?
+			    t->last_seen_ms : pr.last_seen_ms);
 		}
 		done(darg, &out);
 		return 0;

@@ -297,6 +297,26 @@ TT_CASE(fed__both_ways_with_receipts)
 	TERN(&r, "bob", "profile", "set", "name", "Bob Two");
 	ok(&r);
 	free(r.out);
+	/* Presence of a remote user: a snapshot, with bob's privacy. */
+	TERN(&r, "alice", "lastseen", "bob@two.test");
+	ok(&r);
+	TT_ASSERT(strncmp(r.out, "last seen ", 10) == 0 ||
+	    strcmp(r.out, "online\n") == 0);
+	free(r.out);
+	TERN(&r, "bob", "privacy", "last-seen", "contacts");
+	ok(&r);
+	free(r.out);
+	TERN(&r, "alice", "lastseen", "bob@two.test");
+	ok(&r);
+	TT_ASSERT(strcmp(r.out, "hidden\n") == 0);
+	free(r.out);
+	TERN(&r, "bob", "contacts", "add", "alice@one.test");
+	ok(&r);
+	free(r.out);
+	TERN(&r, "alice", "lastseen", "bob@two.test");
+	ok(&r);
+	TT_ASSERT(strcmp(r.out, "hidden\n") != 0);
+	free(r.out);
 	/* The links and their traffic show in /metrics. */
 	{
 		static char m[65536];
