@@ -44,6 +44,7 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: ternd init --domain DOMAIN --dir DIR [--listen HOST:PORT]\n"
+	    "                  [--federation-listen HOST:PORT]\n"
 	    "                  [--metrics-listen HOST:PORT] [--open-registration]\n"
 	    "       ternd run -c CONF\n"
 	    "       ternd invite -c CONF [--count N] [--ttl DURATION]\n"
@@ -125,9 +126,11 @@ cmd_init(int argc, char **argv)
 		{"listen", required_argument, NULL, 'l'},
 		{"metrics-listen", required_argument, NULL, 'm'},
 		{"open-registration", no_argument, NULL, 'o'},
+		{"federation-listen", required_argument, NULL, 'f'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *domain = NULL, *dir = NULL, *listen = NULL, *mlisten = NULL;
+	const char *flisten = NULL;
 	char conf[4096], key[4096], db[4096], tok[4096];
 	struct node_config cfg;
 	uint8_t pub[32];
@@ -141,6 +144,7 @@ cmd_init(int argc, char **argv)
 		case 'l': listen = optarg; break;
 		case 'm': mlisten = optarg; break;
 		case 'o': open_reg = 1; break;
+		case 'f': flisten = optarg; break;
 		default: usage();
 		}
 	}
@@ -156,6 +160,9 @@ cmd_init(int argc, char **argv)
 	if (open_reg && config_file_set(conf, "open_registration", "true") != 0)
 		return fail("cannot edit %s", conf);
 	if (mlisten != NULL && config_file_set(conf, "metrics_listen", mlisten) != 0)
+		return fail("cannot edit %s", conf);
+	if (flisten != NULL &&
+	    config_file_set(conf, "federation.listen", flisten) != 0)
 		return fail("cannot edit %s", conf);
 	if (config_load(conf, &cfg, tok, sizeof(tok)) != 0) {
 		unlink(conf);
