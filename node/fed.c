@@ -93,6 +93,10 @@ struct peer {
 	struct dns_target tg[FED_TARGETS_MAX];
 	size_t ntg, ti;             /* targets and the next to try */
 	bool queued;                /* the store may hold entries for us */
+	uint32_t kicks;             /* fed_kick calls: a fetch that started
+	                               before the last one may have missed
+	                               what it announced */
+	uint32_t fetch_kicks;       /* kicks when the fetch out started */
 	bool fetching;              /* a store_fed_fetch is out */
 	bool paused;                /* after a transient refusal */
 	int64_t last_seq;           /* highest seq sent on this link */
@@ -575,10 +579,12 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		p->last_seq = e->seq;
 		p->last_tx = uv_now(f->loop);
 	}
-	if (res->n_fed_envs == 0 && !res->more && p->ninfl == 0)
+	/* Nothing stored past last_seq: what is in flight is tracked, and
+	 * new entries come through fed_offer in seq order. */
+	if (res->n_fed_envs == 0 && !res->more && p->kicks == p->fetch_kicks)
 		p->queued = false;
-	else if (res->more || i < res->n_fed_envs)
-		peer_pump(p);
+	else
+		peer_pump(p); /* more, or announced while this fetch ran */
 }
 
 /* peer_pump: sends more of the queue if the window has room. */
@@ -601,6 +607,7 @@ peer_pump(struct peer *p)
 	    p) != 0)
 		return;
 	p->fetching = true;
+	p->fetch_kicks = p->kicks;
 	f->pending++;
 }
 
@@ -661,6 +668,7 @@ peer_answer_env(struct peer *p, size_t k, int code)
 	}
 	if (seq - 1 < p->last_seq)
 		p->last_seq = seq - 1;
+	p->queued = true; /* it and what followed it go again */
 	p->paused = true;
 	(void)uv_timer_start(&p->timer, peer_timer_cb, FED_REWIND_MS, 0);
 }
@@ -915,6 +923,8 @@ peer_lost(struct peer *p, int err)
 		const struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
 		if (!x->answered && x->seq - 1 < p->last_seq)
 			p->last_seq = x->seq - 1;
+		if (!x->answered)
+			p->queued = true; /* sent again on the next link */
 	}
 	p->ninfl = 0;
 	p->ih = 0;
@@ -1031,6 +1041,7 @@ fed_kick(struct fed *f, const char *domain)
 	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
 		return;
 	p->queued = true;
+	p->kicks++;
 	if (p->st == P_UP)
 		peer_pump(p);
 	else if (p->st == P_IDLE)
@@ -1053,6 +1064,35 @@ fed_retry_now(struct fed *f, const char *domain)
 	}
 	if (p->st == P_IDLE && (p->queued || p->fwds != NULL))
 		peer_connect(p);
+}
+
+void
+fed_offer(struct fed *f, const char *domain, int64_t seq,
+    const struct msg_fed_env *e)
+{
+	struct peer *p = peer_find(f, domain, false);
+	struct msg m = {.type = MSG_FED_ENV};
+	struct infl *x;
+
+	if (p == NULL || p->st != P_UP || p->conn == NULL || p->queued ||
+	    p->fetching || p->paused || p->ninfl >= FED_WINDOW ||
+	    seq <= p->last_seq) {
+		fed_kick(f, domain);
+		return;
+	}
+	m.req = peer_req(p);
+	m.u.fed_env = *e;
+	if (fed_write(p->conn, &m) != 0) {
+		fed_kick(f, domain);
+		return;
+	}
+	x = &p->infl[(p->ih + p->ninfl) % FED_WINDOW];
+	x->req = m.req;
+	x->seq = seq;
+	x->answered = false;
+	p->ninfl++;
+	p->last_seq = seq;
+	p->last_tx = uv_now(f->loop);
 }
 
 int

@@ -92,6 +92,15 @@ uint16_t fed_port(const struct fed *f);
 void fed_kick(struct fed *f, const char *domain);
 
 /*
+ * fed_offer: the outbound queue entry seq for domain, just committed, as
+ * e (borrowed). Written at once if domain's link is established and has
+ * nothing older still to send (write-through: no read back from the
+ * store); otherwise as fed_kick, and the queue sends it in turn.
+ */
+void fed_offer(struct fed *f, const char *domain, int64_t seq,
+    const struct msg_fed_env *e);
+
+/*
  * fed_send_now: an ephemeral envelope (class 3), never queued: written to
  * domain's link if it is established, else dropped. 0 or TERN_EUNREACH
  * (dropped; not an error to the sender, SPEC.md 13.2).

@@ -1680,6 +1680,12 @@ struct fedq_ctx {
 	uint32_t req;
 	uint8_t env_id[MSG_ID_LEN];
 	char domain[IDENT_DOMAIN_MAX + 1];
+	/* The envelope again, to offer it to an established link as soon
+	 * as it is durable (fed_offer), without reading it back. */
+	char from[SRV_ADDR_BUF];
+	char to[SRV_ADDR_BUF];
+	struct msg_fed_env e;
+	uint8_t payload[];
 };
 
 static void
@@ -1694,8 +1700,14 @@ fedq_done(void *arg, int status, const struct store_result *res)
 		memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
 		if (ss->state == SS_AUTHED)
 			(void)session_send(ss, &m);
-		if (srv->fed != NULL)
-			fed_kick(srv->fed, q->domain);
+		if (srv->fed != NULL) {
+			q->e.from.p = q->from;
+			q->e.from.len = strlen(q->from);
+			q->e.to.p = q->to;
+			q->e.to.len = strlen(q->to);
+			q->e.payload.p = q->payload;
+			fed_offer(srv->fed, q->domain, res->seq, &q->e);
+		}
 	} else {
 		if (status == TERN_EDISK)
 			srv->m.disk_errors_total++;
@@ -1723,7 +1735,7 @@ send_remote(struct session *ss, const struct msg *m)
 	uint64_t now = now_ms();
 	int r;
 
-	if ((q = calloc(1, sizeof(*q))) == NULL) {
+	if ((q = calloc(1, sizeof(*q) + s->payload.len)) == NULL) {
 		session_error(ss, m->req, TERN_ENOMEM, NULL);
 		return;
 	}
@@ -1758,6 +1770,17 @@ send_remote(struct session *ss, const struct msg *m)
 	q->ss = ss;
 	q->req = m->req;
 	memcpy(q->env_id, s->id, MSG_ID_LEN);
+	snprintf(q->from, sizeof(q->from), "%s", from);
+	snprintf(q->to, sizeof(q->to), "%s", to);
+	memcpy(q->e.id, s->id, MSG_ID_LEN);
+	q->e.from_device = ss->device_id;
+	q->e.to_device = s->to_device;
+	q->e.class = s->class;
+	q->e.timestamp_ms = s->timestamp_ms;
+	q->e.received_ms = now;
+	q->e.payload.len = s->payload.len;
+	if (s->payload.len > 0)
+		memcpy(q->payload, s->payload.p, s->payload.len);
 	in.dest_domain = q->domain;
 	memcpy(in.env_id, s->id, MSG_ID_LEN);
 	in.to_addr = to;
