@@ -520,9 +520,33 @@ TT_CASE(e2e__errors_have_exit_codes)
 	TERN(&r, "zed", NULL, "send", "bob@one.test", "x");
 	TT_EQ(r.status, 4);
 	run_free(&r);
-	/* usage */
+	/* usage: garbage arguments get one line and status 2 */
 	TERN(&r, "alice", NULL, "send", "not-an-address", "x");
 	TT_EQ(r.status, 2);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "devices", "add", "zz-not-a-key");
+	TT_EQ(r.status, 2);
+	TT_ASSERT(strstr(r.err, "64 hex digits") != NULL);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "typing", "bob@one.test", "sideways");
+	TT_EQ(r.status, 2);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "link", "alice@one.test", "--device", "0");
+	TT_EQ(r.status, 2);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "inbox", "--quiet-ms", "99999999");
+	TT_EQ(r.status, 2);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "frobnicate");
+	TT_EQ(r.status, 2);
+	run_free(&r);
+	/* a message id that is not one */
+	TERN(&r, "alice", NULL, "status", "not-hex!");
+	TT_EQ(r.status, 1);
+	TT_EQ(count_of(r.err, "\n"), 1);
+	run_free(&r);
+	TERN(&r, "alice", NULL, "search", "\"");
+	TT_EQ(r.status, 1);
 	run_free(&r);
 	/* already registered */
 	TERN(&r, "alice", NULL, "register", "alice@one.test", "--server",

@@ -18,6 +18,7 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "config.h"
 #include "msg.h"
 #include "net.h"
 #include "noise.h"
@@ -612,6 +613,37 @@ TT_CASE(fed__spoofed_sender_and_unknown_key_refused)
 	fk_env(5, "eve@evil.test", "bob@two.test");
 	fk_wait_answer(5);
 	TT_EQ(F.type, MSG_OK);
+	/* Relayed requests: garbage inside, a type that may not be
+	 * relayed, a requester from elsewhere; each an ERROR, the link
+	 * stays. */
+	{
+		struct msg m = {.type = MSG_FED_REQ, .req = 7};
+		uint8_t inner[64];
+		size_t n;
+		struct msg in = {.type = MSG_CONTACT_LIST, .req = 1};
+
+		m.u.fed_req.requester.p = "eve@evil.test";
+		m.u.fed_req.requester.len = 13;
+		m.u.fed_req.request.p = (const uint8_t *)"\x01\x16garbage";
+		m.u.fed_req.request.len = 9;
+		fk_send(&m);
+		fk_wait_answer(6);
+		TT_EQ(F.type, MSG_ERROR);
+		TT_OK(msg_encode(&in, inner, sizeof(inner), &n));
+		m.req = 8;
+		m.u.fed_req.request.p = inner;
+		m.u.fed_req.request.len = n;
+		fk_send(&m);
+		fk_wait_answer(7);
+		TT_EQ(F.code, -TERN_ETYPE);
+		m.req = 9;
+		m.u.fed_req.requester.p = "mallory@one.test";
+		m.u.fed_req.requester.len = 16;
+		fk_send(&m);
+		fk_wait_answer(8);
+		TT_EQ(F.code, -TERN_EAUTH);
+		TT_ASSERT(!F.closed);
+	}
 	/* Before HELLO nothing but HELLO is heard. */
 	fk_connect(N2.fed_port, n2key);
 	fk_env(6, "eve@evil.test", "bob@two.test");
@@ -897,4 +929,62 @@ TT_CASE(fed__link_cut_then_healed)
 	atomic_store(&PX.cmd, 3);
 	TT_EQ(pthread_join(PX.th, NULL), 0);
 	pair_stop();
+}
+
+/* run_err: `ternd ARGS -c CONF` to completion; its stderr into err.
+ * Returns the exit status. */
+static int
+run_err(struct fnode *n, const char *const *args, char *err, size_t cap)
+{
+	char path[TERND_PATH + 16];
+	const char *argv[8];
+	int fd, st, i;
+	char *e;
+
+	snprintf(path, sizeof(path), "%s/stderr", n->t.dir);
+	for (i = 0; args[i] != NULL; i++)
+		argv[i] = args[i];
+	argv[i++] = "-c";
+	argv[i++] = n->t.conf;
+	argv[i] = NULL;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	TT_ASSERT(fd >= 0);
+	st = ternd_wait_exit(ternd_spawn(argv, -1, fd), 10000);
+	close(fd);
+	TT_ASSERT(st != -1 && WIFEXITED(st));
+	TT_ASSERT((e = tt_read_file(path, NULL)) != NULL);
+	snprintf(err, cap, "%s", e);
+	free(e);
+	return WEXITSTATUS(st);
+}
+
+/* A bad [federation] setting stops the node at start with a line that
+ * names it; doctor refuses what is not a domain. */
+TT_CASE(fed__bad_config_and_doctor_input)
+{
+	static const char *const bad[] = {
+		"two.test",                          /* no address */
+		"two.test=127.0.0.1:99999",          /* bad port */
+		"two.test=127.0.0.1:7371/notakey",   /* not a key */
+		"not a domain=127.0.0.1:7371",
+	};
+	const char *run[] = {"run", NULL};
+	const char *doc[] = {"doctor", "not_a..domain", NULL};
+	char err[4096];
+	size_t i;
+
+	fnode_init(&N1, "one.test");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ternd_conf_set(&N1.t, "peers", bad[i]);
+		TT_EQ(run_err(&N1, run, err, sizeof(err)), 1);
+		if (strstr(err, "[federation] peers") == NULL)
+			tt_fail(__FILE__, __LINE__, "'%s': %s", bad[i], err);
+	}
+	ternd_conf_set(&N1.t, "peers", "none");
+	TT_OK(config_file_set(N1.t.conf, "federation.listen", "nonsense"));
+	TT_EQ(run_err(&N1, run, err, sizeof(err)), 1);
+	TT_ASSERT(strstr(err, "[federation] listen") != NULL);
+	TT_EQ(run_err(&N1, doc, err, sizeof(err)), 2);
+	TT_ASSERT(strstr(err, "not a domain") != NULL);
+	ternd_destroy(&N1.t);
 }
