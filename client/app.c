@@ -136,7 +136,7 @@ struct app {
 	sqlite3_stmt *st_kv_get, *st_kv_set, *st_seen_get, *st_seen_put,
 	    *st_msg_put, *st_msg_get, *st_msg_state, *st_msg_upd,
 	    *st_held_put, *st_held_list, *st_held_del, *st_unread,
-	    *st_mark_read, *st_hist, *st_hist_all, *st_read_in;
+	    *st_mark_read, *st_hist, *st_hist_all, *st_msg_sent;
 
 	/* start / register */
 	app_done_cb start_cb;
@@ -303,8 +303,8 @@ app_prepare_all(struct app *a)
 		{&a->st_hist_all, "SELECT id,peer,sender,sender_dev,outgoing,"
 		    "sent_ms,recv_ms,text,state FROM (SELECT * FROM app_msg "
 		    "ORDER BY seq DESC LIMIT ?1) ORDER BY seq"},
-		{&a->st_read_in, "UPDATE app_msg SET state=3 WHERE id=?1 AND "
-		    "outgoing=0 AND peer=?2"},
+		{&a->st_msg_sent, "UPDATE app_msg SET state=?2 WHERE id=?1 AND "
+		    "state<?2"},
 	};
 	size_t i;
 
@@ -324,7 +324,7 @@ app_finalize_all(struct app *a)
 		&a->st_msg_put, &a->st_msg_get, &a->st_msg_state,
 		&a->st_msg_upd, &a->st_held_put, &a->st_held_list,
 		&a->st_held_del, &a->st_unread, &a->st_mark_read, &a->st_hist,
-		&a->st_hist_all, &a->st_read_in,
+		&a->st_hist_all, &a->st_msg_sent,
 	};
 	size_t i;
 
@@ -899,14 +899,74 @@ app_resp_devs(void *arg, int status, const struct msg *resp)
 	app_pump(a);
 }
 
+/*
+ * app_sessions_from: builds a session with every device in a BUNDLE we
+ * have none with (never with ourselves), in one transaction. A device
+ * whose keys are unusable is reported and skipped, so it does not
+ * silence the others. A changed identity is recorded as pending by sig
+ * (and committed); with stop_on_identity it ends the walk and is
+ * returned. Returns 0, TERN_EIDENTITY, or a storage error (rolled back).
+ */
+static int
+app_sessions_from(struct app *a, const struct msg_bundle *bm,
+    bool stop_on_identity)
+{
+	char user[IDENT_ADDR_MAX + 1];
+	bool identity = false;
+	size_t i;
+	int r = 0, c;
+
+	app_copy(user, sizeof(user), bm->user.p, bm->user.len);
+	if ((r = app_begin(a)) != 0)
+		return r;
+	for (i = 0; i < bm->devices.count; i++) {
+		const uint8_t *p = msg_record(&bm->devices, MSG_BUNDLE_REC_LEN,
+		    i);
+		struct sig_bundle b;
+
+		/* The record layout of SPEC.md 4.33. */
+		b.device_id = buf_load_be32(p);
+		if (HAS_SESSION(a, user, b.device_id) ||
+		    (strcmp(user, a->user) == 0 &&
+		    b.device_id == a->device_id))
+			continue;
+		b.registration_id = buf_load_be32(p + 4);
+		memcpy(b.identity, p + 8, SIG_KEY_LEN);
+		b.signed_prekey_id = buf_load_be32(p + 40);
+		memcpy(b.signed_prekey, p + 44, SIG_KEY_LEN);
+		memcpy(b.signature, p + 76, SIG_SIG_LEN);
+		b.prekey_id = buf_load_be32(p + 140);
+		memcpy(b.prekey, p + 144, SIG_KEY_LEN);
+		r = sig_session_build(a->sig, user, &b);
+		if (r == TERN_EIDENTITY) {
+			identity = true;
+			r = 0;
+			if (stop_on_identity)
+				break;
+		} else if (r == TERN_EDB || r == TERN_ENOMEM ||
+		    r == TERN_EDISK) {
+			app_rollback(a);
+			return r;
+		} else if (r != 0) {
+			char t[512];
+			snprintf(t, sizeof(t), "device %u of %s published "
+			    "unusable keys: %s", b.device_id, user,
+			    tern_strerror(r));
+			app_warn(a, r, user, t);
+			r = 0;
+		}
+	}
+	if ((c = app_commit(a)) != 0)
+		return c;
+	return identity && stop_on_identity ? TERN_EIDENTITY : 0;
+}
+
 static void
 app_resp_bundle(void *arg, int status, const struct msg *resp)
 {
 	struct app *a = arg;
 	struct op *op = a->ops;
-	char user[IDENT_ADDR_MAX + 1];
-	size_t i;
-	int r = 0;
+	int r;
 
 	if (op == NULL || a->closing)
 		return;
@@ -919,51 +979,7 @@ app_resp_bundle(void *arg, int status, const struct msg *resp)
 		app_head_fail(a, TERN_ETYPE);
 		return;
 	}
-	app_copy(user, sizeof(user), resp->u.bundle.user.p,
-	    resp->u.bundle.user.len);
-	if (app_begin(a) != 0) {
-		app_head_fail(a, TERN_EDB);
-		return;
-	}
-	for (i = 0; i < resp->u.bundle.devices.count; i++) {
-		const uint8_t *p = msg_record(&resp->u.bundle.devices,
-		    MSG_BUNDLE_REC_LEN, i);
-		struct sig_bundle b;
-
-		b.device_id = buf_load_be32(p);
-		b.registration_id = buf_load_be32(p + 4);
-		memcpy(b.identity, p + 8, SIG_KEY_LEN);
-		b.signed_prekey_id = buf_load_be32(p + 40);
-		memcpy(b.signed_prekey, p + 44, SIG_KEY_LEN);
-		memcpy(b.signature, p + 76, SIG_SIG_LEN);
-		b.prekey_id = buf_load_be32(p + 140);
-		memcpy(b.prekey, p + 144, SIG_KEY_LEN);
-		if (HAS_SESSION(a, user, b.device_id) ||
-		    (strcmp(user, a->user) == 0 &&
-		    b.device_id == a->device_id))
-			continue;
-		r = sig_session_build(a->sig, user, &b);
-		if (r == TERN_EIDENTITY)
-			break;
-		if (r != 0) {
-			/* One device's bad bundle must not silence the
-			 * others: it is skipped and reported. */
-			char t[512];
-			snprintf(t, sizeof(t), "device %u of %s published "
-			    "unusable keys: %s", b.device_id, user,
-			    tern_strerror(r));
-			app_warn(a, r, user, t);
-			r = 0;
-		}
-	}
-	if (r == 0 || r == TERN_EIDENTITY) {
-		/* The pending key sig recorded must be kept too. */
-		int c = app_commit(a);
-		if (c != 0)
-			r = c;
-	} else {
-		app_rollback(a);
-	}
+	r = app_sessions_from(a, &resp->u.bundle, true);
 	app_fire(a);
 	if (r != 0) {
 		app_head_fail(a, r);
@@ -1080,33 +1096,6 @@ app_send_now(struct app *a)
 		if (r == 0)
 			op->nenv++;
 	}
-	if (r == 0 && op->kind == OP_TEXT) {
-		const char *text = (const char *)op->pt + 2 + MSG_ID_LEN + 8 +
-		    2;
-		size_t tlen = buf_load_be16(op->pt + 2 + MSG_ID_LEN + 8);
-		char *t = malloc(tlen + 1);
-		if (t == NULL) {
-			r = TERN_ENOMEM;
-		} else {
-			memcpy(t, text, tlen);
-			t[tlen] = '\0';
-			sqlite3_stmt *st = a->st_msg_put;
-			sqlite3_bind_blob(st, 1, op->msg_id, MSG_ID_LEN,
-			    SQLITE_STATIC);
-			sqlite3_bind_text(st, 2, op->to, -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 3, a->user, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(st, 4, a->device_id);
-			sqlite3_bind_int(st, 5, 1);
-			sqlite3_bind_int64(st, 6, (sqlite3_int64)op->ts);
-			sqlite3_bind_int64(st, 7, (sqlite3_int64)op->ts);
-			sqlite3_bind_text(st, 8, t, (int)tlen, SQLITE_STATIC);
-			sqlite3_bind_int(st, 9, APP_ST_PENDING);
-			sqlite3_bind_int(st, 10, 1);
-			r = app_step_done(st);
-			sodium_memzero(t, tlen);
-			free(t);
-		}
-	}
 	if (r == 0 && op->nenv == 0 && op->kind == OP_TEXT)
 		r = TERN_ENOUSER; /* no device of the peer has keys */
 	if (r != 0) {
@@ -1171,16 +1160,13 @@ app_sent_done(struct app *a, struct op *op)
 		if (op->peer_ok == 0 && app_transient(status))
 			st = APP_ST_PENDING;
 		if (st != APP_ST_PENDING && app_begin(a) == 0) {
-			sqlite3_stmt *s;
-			if (app_prep(a, &s, "UPDATE app_msg SET state=?2 "
-			    "WHERE id=?1 AND state<?2") == 0) {
-				sqlite3_bind_blob(s, 1, op->msg_id, MSG_ID_LEN,
-				    SQLITE_STATIC);
-				sqlite3_bind_int(s, 2, st);
-				(void)app_step_done(s);
-				sqlite3_finalize(s);
-			}
-			(void)app_commit(a);
+			sqlite3_bind_blob(a->st_msg_sent, 1, op->msg_id,
+			    MSG_ID_LEN, SQLITE_STATIC);
+			sqlite3_bind_int(a->st_msg_sent, 2, st);
+			if (app_step_done(a->st_msg_sent) == 0)
+				(void)app_commit(a);
+			else
+				app_rollback(a);
 		}
 	} else {
 		status = op->peer_ok > 0 || op->nenv == 0 ? 0 : op->first_err;
@@ -2370,41 +2356,15 @@ app_fetch_bundle(void *arg, int status, const struct msg *resp)
 {
 	struct fetchop *f = arg;
 	struct app *a = f->a;
-	size_t i;
 	int r = status;
 
 	if (r == 0 && resp->type != MSG_BUNDLE)
 		r = TERN_ETYPE;
-	if (r == 0 && (r = app_begin(a)) == 0) {
-		for (i = 0; i < resp->u.bundle.devices.count; i++) {
-			const uint8_t *p = msg_record(&resp->u.bundle.devices,
-			    MSG_BUNDLE_REC_LEN, i);
-			struct sig_bundle b;
-			int s;
-
-			b.device_id = buf_load_be32(p);
-			if (HAS_SESSION(a, f->user, b.device_id) ||
-			    (strcmp(f->user, a->user) == 0 &&
-			    b.device_id == a->device_id))
-				continue;
-			b.registration_id = buf_load_be32(p + 4);
-			memcpy(b.identity, p + 8, SIG_KEY_LEN);
-			b.signed_prekey_id = buf_load_be32(p + 40);
-			memcpy(b.signed_prekey, p + 44, SIG_KEY_LEN);
-			memcpy(b.signature, p + 76, SIG_SIG_LEN);
-			b.prekey_id = buf_load_be32(p + 140);
-			memcpy(b.prekey, p + 144, SIG_KEY_LEN);
-			s = sig_session_build(a->sig, f->user, &b);
-			if (s != 0 && s != TERN_EIDENTITY && s != TERN_EKEY) {
-				r = s;
-				break;
-			}
-		}
-		if (r == 0)
-			r = app_commit(a);
-		else
-			app_rollback(a);
-	}
+	/* For a safety number: a changed key is recorded (pending), the
+	 * others still count. */
+	if (r == 0)
+		r = app_sessions_from(a, &resp->u.bundle, false);
+	app_fire(a);
 	f->cb(f->arg, r);
 	free(f);
 }
