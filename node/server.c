@@ -766,6 +766,32 @@ addr_local(struct server *srv, const struct msg_str *a, char *buf, size_t cap)
 	return buf;
 }
 
+/*
+ * rcpt_lookup: the user id of local user name if it has device dev and
+ * is active: TERN_ENOUSER, TERN_EDENIED (disabled). A device that is
+ * logged in exists and is active (disabling an account disconnects it):
+ * then the database is not asked.
+ */
+static int
+rcpt_lookup(struct server *srv, const char *name, uint32_t dev,
+    int64_t *user_id)
+{
+	struct store_user_info ui;
+	uint8_t key[STORE_KEY_LEN];
+	struct nuser *u = user_by_name(srv, name);
+	int r;
+
+	if (u != NULL && user_device(u, dev) != NULL) {
+		*user_id = u->user_id;
+		return 0;
+	}
+	if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
+	    (r = store_device_lookup(srv->store, name, dev, key)) != 0)
+		return r == TERN_EDENIED ? r : TERN_ENOUSER;
+	*user_id = ui.user_id;
+	return 0;
+}
+
 static void send_remote(struct session *ss, const struct msg *m);
 static int forward_remote(struct session *ss, const struct msg *m,
     const struct msg_str *user);
@@ -776,7 +802,6 @@ handle_send(struct session *ss, const struct msg *m)
 	const struct msg_send *s = &m->u.send;
 	struct server *srv = ss->srv;
 	char name[STORE_NAME_MAX + 1];
-	uint8_t key[STORE_KEY_LEN];
 	struct store_user_info ui;
 	struct session *to;
 	struct req_ctx *c;
@@ -799,17 +824,9 @@ handle_send(struct session *ss, const struct msg *m)
 		send_remote(ss, m);
 		return;
 	}
-	/* A device that is logged in exists and is active (disabling an
-	 * account disconnects it): no need to ask the database. */
-	ru = user_by_name(srv, name);
-	if (ru != NULL && user_device(ru, s->to_device) != NULL) {
-		ui.user_id = ru->user_id;
-	} else if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
-	    (r = store_device_lookup(srv->store, name, s->to_device,
-	    key)) != 0) {
-		session_error(ss, m->req, r == TERN_EDENIED ? r : TERN_ENOUSER,
-		    r == TERN_EDENIED ? "recipient disabled" :
-		    "no such user or device");
+	if ((r = rcpt_lookup(srv, name, s->to_device, &ui.user_id)) != 0) {
+		session_error(ss, m->req, r, r == TERN_EDENIED ?
+		    "recipient disabled" : "no such user or device");
 		return;
 	}
 	if (s->class == MSG_CLASS_EPHEMERAL) {
@@ -1372,37 +1389,80 @@ contacts_each(void *arg, const char *address)
 	return msg_addrlist_add(l, w, address, strlen(address));
 }
 
+/*
+ * devices_answer / profile_answer: DEVICES or PROFILE about local user
+ * user_id (named user) into out, which borrows recs / p (the caller's):
+ * for a local requester and for one from another node alike.
+ */
+static int
+devices_answer(struct server *srv, int64_t user_id,
+    const struct msg_str *user, struct msg *out,
+    uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN])
+{
+	struct store_device_info di[MSG_DEVICES_MAX];
+	struct buf_writer w;
+	size_t n = 0, i;
+
+	if (store_device_list(srv->store, user_id, di, MSG_DEVICES_MAX,
+	    &n) != 0)
+		return TERN_ENOUSER;
+	if (n > MSG_DEVICES_MAX)
+		n = MSG_DEVICES_MAX;
+	out->type = MSG_DEVICES;
+	out->u.devices.user = *user;
+	memset(&out->u.devices.device_ids, 0,
+	    sizeof(out->u.devices.device_ids));
+	buf_writer_init(&w, recs, MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN);
+	for (i = 0; i < n; i++) {
+		uint8_t r[MSG_DEVICE_REC_LEN];
+		buf_store_be32(r, di[i].device_id);
+		if (msg_record_add(&out->u.devices.device_ids, &w, r,
+		    sizeof(r)) != 0)
+			break;
+	}
+	return 0;
+}
+
+static int
+profile_answer(struct server *srv, int64_t user_id,
+    const struct msg_str *user, struct msg *out, struct store_profile *p)
+{
+	if (store_profile_get(srv->store, user_id, p) != 0)
+		return TERN_ENOUSER;
+	out->type = MSG_PROFILE;
+	out->u.profile.user = *user;
+	out->u.profile.name.p = p->display_name;
+	out->u.profile.name.len = strnlen(p->display_name, MSG_NAME_MAX);
+	out->u.profile.status.p = p->status_text;
+	out->u.profile.status.len = strnlen(p->status_text, MSG_STATUS_MAX);
+	return 0;
+}
+
+/* active_user: the id of local user addr if it is active, else 0. */
+static int64_t
+active_user(struct server *srv, const struct msg_str *addr)
+{
+	char name[STORE_NAME_MAX + 1];
+	struct store_user_info ui;
+
+	if (addr_local(srv, addr, name, sizeof(name)) == NULL ||
+	    store_user_lookup(srv->store, name, &ui) != 0 ||
+	    ui.state != STORE_USER_ACTIVE)
+		return 0;
+	return ui.user_id;
+}
+
 static void
 handle_device_list(struct session *ss, const struct msg *m)
 {
-	struct server *srv = ss->srv;
-	struct store_device_info di[MSG_DEVICES_MAX];
 	uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN];
-	char name[STORE_NAME_MAX + 1];
-	struct store_user_info ui;
-	struct buf_writer w;
-	size_t n = 0, i;
 	struct msg out = {.type = MSG_DEVICES, .req = m->req};
+	int64_t uid = active_user(ss->srv, &m->u.device_list.user);
 
-	if (addr_local(srv, &m->u.device_list.user, name,
-	    sizeof(name)) == NULL ||
-	    store_user_lookup(srv->store, name, &ui) != 0 ||
-	    ui.state != STORE_USER_ACTIVE ||
-	    store_device_list(srv->store, ui.user_id, di, MSG_DEVICES_MAX,
-	    &n) != 0) {
+	if (uid == 0 || devices_answer(ss->srv, uid, &m->u.device_list.user,
+	    &out, recs) != 0) {
 		session_error(ss, m->req, TERN_ENOUSER, NULL);
 		return;
-	}
-	if (n > MSG_DEVICES_MAX)
-		n = MSG_DEVICES_MAX;
-	buf_writer_init(&w, recs, sizeof(recs));
-	out.u.devices.user = m->u.device_list.user;
-	for (i = 0; i < n; i++) {
-		uint8_t r[4] = {(uint8_t)(di[i].device_id >> 24),
-		    (uint8_t)(di[i].device_id >> 16),
-		    (uint8_t)(di[i].device_id >> 8), (uint8_t)di[i].device_id};
-		if (msg_record_add(&out.u.devices.device_ids, &w, r, 4) != 0)
-			break;
 	}
 	(void)session_send(ss, &out);
 }
@@ -1410,25 +1470,15 @@ handle_device_list(struct session *ss, const struct msg *m)
 static void
 handle_profile_get(struct session *ss, const struct msg *m)
 {
-	struct server *srv = ss->srv;
-	char name[STORE_NAME_MAX + 1];
-	struct store_user_info ui;
 	struct store_profile p;
 	struct msg out = {.type = MSG_PROFILE, .req = m->req};
+	int64_t uid = active_user(ss->srv, &m->u.profile_get.user);
 
-	if (addr_local(srv, &m->u.profile_get.user, name,
-	    sizeof(name)) == NULL ||
-	    store_user_lookup(srv->store, name, &ui) != 0 ||
-	    ui.state != STORE_USER_ACTIVE ||
-	    store_profile_get(srv->store, ui.user_id, &p) != 0) {
+	if (uid == 0 || profile_answer(ss->srv, uid, &m->u.profile_get.user,
+	    &out, &p) != 0) {
 		session_error(ss, m->req, TERN_ENOUSER, NULL);
 		return;
 	}
-	out.u.profile.user = m->u.profile_get.user;
-	out.u.profile.name.p = p.display_name;
-	out.u.profile.name.len = strnlen(p.display_name, MSG_NAME_MAX);
-	out.u.profile.status.p = p.status_text;
-	out.u.profile.status.len = strnlen(p.status_text, MSG_STATUS_MAX);
 	(void)session_send(ss, &out);
 }
 
@@ -1560,18 +1610,63 @@ bundle_record(uint8_t rec[MSG_BUNDLE_REC_LEN], const struct store_bundle *b)
 	memcpy(rec + 144, b->prekey, 32);
 }
 
+/*
+ * bundle_answer: the BUNDLE for user from a store_bundle_get result into
+ * out (borrowing recs), counting what was served.
+ */
+static void
+bundle_answer(struct server *srv, const struct store_result *res,
+    const char *user, struct msg *out,
+    uint8_t recs[STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN])
+{
+	uint8_t rec[MSG_BUNDLE_REC_LEN];
+	struct buf_writer w;
+	size_t i;
+
+	out->type = MSG_BUNDLE;
+	out->u.bundle.user.p = user;
+	out->u.bundle.user.len = strlen(user);
+	memset(&out->u.bundle.devices, 0, sizeof(out->u.bundle.devices));
+	buf_writer_init(&w, recs, STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN);
+	for (i = 0; i < res->n_bundles; i++) {
+		const struct store_bundle *b = &res->bundles[i];
+		bundle_record(rec, b);
+		/* Cannot fail: recs holds STORE_BUNDLES_MAX records. */
+		if (msg_record_add(&out->u.bundle.devices, &w, rec,
+		    sizeof(rec)) != 0)
+			break;
+		srv->m.bundles_served_total++;
+		if (b->prekey_id == STORE_LAST_RESORT_ID)
+			srv->m.prekeys_exhausted_total++;
+	}
+}
+
+/* bundle_low: devices of user_id a fetch left short of one-time prekeys
+ * hear it now, wherever they are connected (SPEC.md 12.2). */
+static void
+bundle_low(struct server *srv, int64_t user_id, const struct store_result *res)
+{
+	struct nuser *t = user_find(srv, user_id);
+	struct session *to;
+	size_t i;
+
+	for (i = 0; t != NULL && i < res->n_bundles; i++) {
+		const struct store_bundle *b = &res->bundles[i];
+		if (b->prekeys_left < SRV_PREKEYS_LOW &&
+		    (to = user_device(t, b->device_id)) != NULL)
+			keys_count_send(to, 0, b->prekeys_left,
+			    b->signed_prekey_id);
+	}
+}
+
 static void
 bundle_done(void *arg, int status, const struct store_result *res)
 {
 	struct req_ctx *c = arg;
-	struct session *ss = c->ss, *to;
+	struct session *ss = c->ss;
 	struct server *srv = ss->srv;
 	uint8_t recs[STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN];
-	uint8_t rec[MSG_BUNDLE_REC_LEN];
 	struct msg out = {.type = MSG_BUNDLE, .req = c->req};
-	struct buf_writer w;
-	struct nuser *t;
-	size_t i;
 
 	if (status != 0) {
 		if (ss->state == SS_AUTHED)
@@ -1580,34 +1675,12 @@ bundle_done(void *arg, int status, const struct store_result *res)
 		ctx_free(srv, c);
 		return;
 	}
-	buf_writer_init(&w, recs, sizeof(recs));
-	out.u.bundle.user.p = c->from;
-	out.u.bundle.user.len = strlen(c->from);
-	for (i = 0; i < res->n_bundles; i++) {
-		const struct store_bundle *b = &res->bundles[i];
-		bundle_record(rec, b);
-		/* Cannot fail: recs holds STORE_BUNDLES_MAX records. */
-		if (msg_record_add(&out.u.bundle.devices, &w, rec,
-		    sizeof(rec)) != 0)
-			break;
-		srv->m.bundles_served_total++;
-		if (b->prekey_id == STORE_LAST_RESORT_ID)
-			srv->m.prekeys_exhausted_total++;
-	}
+	bundle_answer(srv, res, c->from, &out, recs);
 	/* The prekeys are consumed whether or not the requester is still
 	 * there to hear about them. */
 	if (ss->state == SS_AUTHED)
 		(void)session_send(ss, &out);
-	/* Devices running low hear it now, wherever they are connected. */
-	t = user_find(srv, c->target_user);
-	for (i = 0; t != NULL && i < res->n_bundles; i++) {
-		const struct store_bundle *b = &res->bundles[i];
-		if (b->prekeys_left >= SRV_PREKEYS_LOW)
-			continue;
-		if ((to = user_device(t, b->device_id)) != NULL)
-			keys_count_send(to, 0, b->prekeys_left,
-			    b->signed_prekey_id);
-	}
+	bundle_low(srv, c->target_user, res);
 	ctx_free(srv, c);
 }
 
@@ -1879,7 +1952,6 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 {
 	struct server *srv = arg;
 	char name[STORE_NAME_MAX + 1];
-	uint8_t key[STORE_KEY_LEN];
 	struct store_user_info ui;
 	struct session *to;
 	struct req_ctx *c;
@@ -1889,14 +1961,8 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	srv->m.envelopes_in_total[e->class < 4 ? e->class : 0]++;
 	if (addr_local(srv, &e->to, name, sizeof(name)) == NULL)
 		return TERN_EUNREACH;
-	ru = user_by_name(srv, name);
-	if (ru != NULL && user_device(ru, e->to_device) != NULL) {
-		ui.user_id = ru->user_id;
-	} else if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
-	    (r = store_device_lookup(srv->store, name, e->to_device,
-	    key)) != 0) {
-		return r == TERN_EDENIED ? r : TERN_ENOUSER;
-	}
+	if ((r = rcpt_lookup(srv, name, e->to_device, &ui.user_id)) != 0)
+		return r;
 	if (e->class == MSG_CLASS_EPHEMERAL) {
 		char from[SRV_ADDR_BUF];
 		ru = user_find(srv, ui.user_id);
@@ -1977,40 +2043,15 @@ static void
 fed_bundle_done(void *arg, int status, const struct store_result *res)
 {
 	struct freq_ctx *x = arg;
-	struct server *srv = x->srv;
 	uint8_t recs[STORE_BUNDLES_MAX * MSG_BUNDLE_REC_LEN];
-	uint8_t rec[MSG_BUNDLE_REC_LEN];
 	struct msg out = {.type = MSG_BUNDLE};
-	struct buf_writer w;
-	struct session *to;
-	struct nuser *t;
-	size_t i;
 
 	if (status != 0) {
 		fed_error_resp(x->done, x->arg, status);
-		free(x);
-		return;
-	}
-	buf_writer_init(&w, recs, sizeof(recs));
-	out.u.bundle.user.p = x->user;
-	out.u.bundle.user.len = strlen(x->user);
-	for (i = 0; i < res->n_bundles; i++) {
-		bundle_record(rec, &res->bundles[i]);
-		if (msg_record_add(&out.u.bundle.devices, &w, rec,
-		    sizeof(rec)) != 0)
-			break;
-		srv->m.bundles_served_total++;
-		if (res->bundles[i].prekey_id == STORE_LAST_RESORT_ID)
-			srv->m.prekeys_exhausted_total++;
-	}
-	x->done(x->arg, &out);
-	t = user_find(srv, x->target_user);
-	for (i = 0; t != NULL && i < res->n_bundles; i++) {
-		const struct store_bundle *b = &res->bundles[i];
-		if (b->prekeys_left < SRV_PREKEYS_LOW &&
-		    (to = user_device(t, b->device_id)) != NULL)
-			keys_count_send(to, 0, b->prekeys_left,
-			    b->signed_prekey_id);
+	} else {
+		bundle_answer(x->srv, res, x->user, &out, recs);
+		x->done(x->arg, &out);
+		bundle_low(x->srv, x->target_user, res);
 	}
 	free(x);
 }
@@ -2052,28 +2093,12 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 	}
 	switch (req->type) {
 	case MSG_DEVICE_LIST: {
-		struct store_device_info di[MSG_DEVICES_MAX];
 		uint8_t recs[MSG_DEVICES_MAX * MSG_DEVICE_REC_LEN];
-		struct msg out = {.type = MSG_DEVICES};
-		struct buf_writer w;
-		size_t n = 0, i;
-		if (store_device_list(srv->store, ui.user_id, di,
-		    MSG_DEVICES_MAX, &n) != 0) {
+		struct msg out = {0};
+		if (devices_answer(srv, ui.user_id, user, &out, recs) != 0)
 			fed_error_resp(done, darg, TERN_ENOUSER);
-			return 0;
-		}
-		if (n > MSG_DEVICES_MAX)
-			n = MSG_DEVICES_MAX;
-		buf_writer_init(&w, recs, sizeof(recs));
-		out.u.devices.user = *user;
-		for (i = 0; i < n; i++) {
-			uint8_t rr[4];
-			buf_store_be32(rr, di[i].device_id);
-			if (msg_record_add(&out.u.devices.device_ids, &w, rr,
-			    4) != 0)
-				break;
-		}
-		done(darg, &out);
+		else
+			done(darg, &out);
 		return 0;
 	}
 	case MSG_PRESENCE_SUB: {
@@ -2110,19 +2135,11 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 	}
 	case MSG_PROFILE_GET: {
 		struct store_profile pr;
-		struct msg out = {.type = MSG_PROFILE};
-		if (store_profile_get(srv->store, ui.user_id, &pr) != 0) {
+		struct msg out = {0};
+		if (profile_answer(srv, ui.user_id, user, &out, &pr) != 0)
 			fed_error_resp(done, darg, TERN_ENOUSER);
-			return 0;
-		}
-		out.u.profile.user = *user;
-		out.u.profile.name.p = pr.display_name;
-		out.u.profile.name.len = strnlen(pr.display_name,
-		    MSG_NAME_MAX);
-		out.u.profile.status.p = pr.status_text;
-		out.u.profile.status.len = strnlen(pr.status_text,
-		    MSG_STATUS_MAX);
-		done(darg, &out);
+		else
+			done(darg, &out);
 		return 0;
 	}
 	default: {
