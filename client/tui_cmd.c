@@ -26,7 +26,9 @@ tui_page_open(struct tui *t, const char *title)
 	tui_page_close(t);
 	if ((t->page = calloc(TUI_PAGE_MAX, sizeof(*t->page))) == NULL)
 		return TERN_ENOMEM;
-	snprintf(t->page_title, sizeof(t->page_title), "%s", title);
+	/* A title is one screen line: cut, never overflow. */
+	snprintf(t->page_title, sizeof(t->page_title), "%.*s",
+	    (int)sizeof(t->page_title) - 1, title);
 	return 0;
 }
 

@@ -58,7 +58,6 @@ prov_random(uint8_t *data, size_t len, void *ud)
  * message. Never freed: they live as long as the process.
  */
 static pthread_once_t prov_once = PTHREAD_ONCE_INIT;
-static EVP_MD *prov_sha256;
 static EVP_CIPHER *prov_cbc[3], *prov_ctr[3]; /* AES-128, -192, -256 */
 
 static void
@@ -70,7 +69,6 @@ prov_fetch(void)
 	    "AES-256-CTR" };
 	size_t i;
 
-	prov_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
 	for (i = 0; i < 3; i++) {
 		prov_cbc[i] = EVP_CIPHER_fetch(NULL, cbc[i], NULL);
 		prov_ctr[i] = EVP_CIPHER_fetch(NULL, ctr[i], NULL);
@@ -90,9 +88,17 @@ prov_init(void)
  * HMACs were a third of the cost of a message. Written out because the
  * key changes with every call (chain keys), so no precomputed HMAC state
  * could be kept, and OpenSSL's EVP_MAC costs more per call than this.
+ *
+ * The hash is OpenSSL's low-level SHA256_CTX, not an EVP_MD_CTX: in
+ * OpenSSL 3 every EVP digest init allocates and frees a provider context
+ * (with reference counting and cleansing around it), and libsignal makes
+ * some fifteen HMACs per message, each two digests; that bookkeeping cost
+ * more than the hashing. The low-level functions are deprecated in
+ * OpenSSL 3 (sig_sha.c includes them with the deprecation warnings off)
+ * but exported and the same SHA-NI code underneath.
  */
 struct prov_hmac {
-	EVP_MD_CTX *md;                    /* the inner hash, then the outer */
+	struct sig_sha256 sha;             /* the inner hash, then the outer */
 	uint8_t opad[64];                  /* key ^ 0x5c, for final */
 };
 
@@ -101,39 +107,25 @@ prov_hmac_init(void **hctx, const uint8_t *key, size_t key_len, void *ud)
 {
 	struct prov_hmac *h;
 	uint8_t k[64] = { 0 }, ipad[64];
-	unsigned int n;
 	size_t i;
-	int ok;
 
 	(void)ud;
-	prov_init();
-	if (prov_sha256 == NULL)
-		return SG_ERR_UNKNOWN;
-	if ((h = calloc(1, sizeof(*h))) == NULL)
+	if ((h = malloc(sizeof(*h))) == NULL)
 		return SG_ERR_NOMEM;
-	if ((h->md = EVP_MD_CTX_new()) == NULL) {
-		free(h);
-		return SG_ERR_NOMEM;
-	}
-	ok = 1;
-	if (key_len > sizeof(k)) /* RFC 2104: long keys are hashed first */
-		ok = EVP_Digest(key, key_len, k, &n, prov_sha256, NULL) == 1;
-	else if (key_len > 0)
+	if (key_len > sizeof(k)) { /* RFC 2104: long keys are hashed first */
+		sig_sha256_init(&h->sha);
+		sig_sha256_update(&h->sha, key, key_len);
+		sig_sha256_final(&h->sha, k);
+	} else if (key_len > 0)
 		memcpy(k, key, key_len);
 	for (i = 0; i < sizeof(k); i++) {
 		ipad[i] = k[i] ^ 0x36;
 		h->opad[i] = k[i] ^ 0x5c;
 	}
-	ok = ok && EVP_DigestInit_ex2(h->md, prov_sha256, NULL) == 1 &&
-	    EVP_DigestUpdate(h->md, ipad, sizeof(ipad)) == 1;
+	sig_sha256_init(&h->sha);
+	sig_sha256_update(&h->sha, ipad, sizeof(ipad));
 	sodium_memzero(k, sizeof(k));
 	sodium_memzero(ipad, sizeof(ipad));
-	if (!ok) {
-		EVP_MD_CTX_free(h->md);
-		sodium_memzero(h, sizeof(*h));
-		free(h);
-		return SG_ERR_UNKNOWN;
-	}
 	*hctx = h;
 	return 0;
 }
@@ -144,7 +136,8 @@ prov_hmac_update(void *hctx, const uint8_t *data, size_t len, void *ud)
 	struct prov_hmac *h = hctx;
 
 	(void)ud;
-	return EVP_DigestUpdate(h->md, data, len) == 1 ? 0 : SG_ERR_UNKNOWN;
+	sig_sha256_update(&h->sha, data, len);
+	return 0;
 }
 
 static int
@@ -152,20 +145,16 @@ prov_hmac_final(void *hctx, signal_buffer **out, void *ud)
 {
 	struct prov_hmac *h = hctx;
 	uint8_t mac[32];
-	unsigned int n = 0;
 	signal_buffer *b;
-	int ok;
 
 	(void)ud;
-	ok = EVP_DigestFinal_ex(h->md, mac, &n) == 1 && n == sizeof(mac) &&
-	    EVP_DigestInit_ex2(h->md, prov_sha256, NULL) == 1 &&
-	    EVP_DigestUpdate(h->md, h->opad, sizeof(h->opad)) == 1 &&
-	    EVP_DigestUpdate(h->md, mac, sizeof(mac)) == 1 &&
-	    EVP_DigestFinal_ex(h->md, mac, &n) == 1 && n == sizeof(mac);
-	b = ok ? signal_buffer_create(mac, sizeof(mac)) : NULL;
+	sig_sha256_final(&h->sha, mac);
+	sig_sha256_init(&h->sha);
+	sig_sha256_update(&h->sha, h->opad, sizeof(h->opad));
+	sig_sha256_update(&h->sha, mac, sizeof(mac));
+	sig_sha256_final(&h->sha, mac);
+	b = signal_buffer_create(mac, sizeof(mac));
 	sodium_memzero(mac, sizeof(mac));
-	if (!ok)
-		return SG_ERR_UNKNOWN;
 	if (b == NULL)
 		return SG_ERR_NOMEM;
 	*out = b;
@@ -179,7 +168,6 @@ prov_hmac_cleanup(void *hctx, void *ud)
 
 	(void)ud;
 	if (h != NULL) {
-		EVP_MD_CTX_free(h->md); /* cleanses the hash state */
 		sodium_memzero(h, sizeof(*h));
 		free(h);
 	}

@@ -123,6 +123,20 @@ int sig_identity_check(struct sig *s, const signal_protocol_address *a,
 int sig_tx_begin(struct sig *s) TERN_WUR;
 int sig_tx_end(struct sig *s, int rollback) TERN_WUR;
 
+/*
+ * sig_sha.c: SHA-256 on OpenSSL's low-level SHA256_CTX, for the HMAC that
+ * libsignal asks of its provider (sig.c says why not EVP). The state is
+ * plain memory: callers wipe it. The functions cannot fail.
+ */
+struct sig_sha256 {
+	/* SHA256_CTX, without pulling OpenSSL's deprecated header in here:
+	 * sig_sha.c checks the size at compile time. */
+	uint64_t st[14];
+};
+void sig_sha256_init(struct sig_sha256 *c);
+void sig_sha256_update(struct sig_sha256 *c, const uint8_t *p, size_t n);
+void sig_sha256_final(struct sig_sha256 *c, uint8_t md[32]);
+
 /* For tests: the contexts of s, owned by s. */
 signal_context *sig_signal_context(struct sig *s);
 signal_protocol_store_context *sig_store_context(struct sig *s);
