@@ -225,6 +225,30 @@ static const struct msg_field fed_env_fields[] = {
 	F_U64(msg_fed_env, received_ms),
 	F_BYTES32(msg_fed_env, payload, MSG_PAYLOAD_MAX),
 };
+/* FED_RENV's fields sit in an embedded struct msg_fed_env; the rows name
+ * them as the spec does (MSG_FLD would name them "env.id"). */
+#define F_RENV(n, k, off, lo, hi) { n, (k), (uint16_t)(off), 0, (lo), (hi) }
+#define RENV_OFF(f, T) MSG_OFF(msg_fed_renv, env.f, T)
+static const struct msg_field fed_renv_fields[] = {
+	F_RENV("id", MSG_K_ID16, MSG_OFF_ARR(msg_fed_renv, env.id, 16), 0, 0),
+	F_RENV("from", MSG_K_ADDR, RENV_OFF(from, struct msg_str), 0,
+	    IDENT_ADDR_MAX),
+	F_RENV("from_device", MSG_K_U32, RENV_OFF(from_device, uint32_t),
+	    DEV_MIN, DEV_MAX),
+	F_RENV("to", MSG_K_ADDR, RENV_OFF(to, struct msg_str), 0,
+	    IDENT_ADDR_MAX),
+	F_RENV("to_device", MSG_K_U32, RENV_OFF(to_device, uint32_t),
+	    DEV_MIN, DEV_MAX),
+	F_RENV("class", MSG_K_U8, RENV_OFF(class, uint8_t), MSG_CLASS_MESSAGE,
+	    MSG_CLASS_EPHEMERAL),
+	F_RENV("timestamp_ms", MSG_K_U64, RENV_OFF(timestamp_ms, uint64_t), 0,
+	    UINT64_MAX),
+	F_RENV("received_ms", MSG_K_U64, RENV_OFF(received_ms, uint64_t), 0,
+	    UINT64_MAX),
+	F_RENV("payload", MSG_K_BYTES32, RENV_OFF(payload, struct msg_bytes),
+	    0, MSG_PAYLOAD_MAX),
+	F_SIG64(msg_fed_renv, sig),
+};
 static const struct msg_field fed_req_fields[] = {
 	F_ADDR(msg_fed_req, requester),
 	F_BYTES16(msg_fed_req, request, MSG_FED_REQ_MAX),
@@ -277,6 +301,7 @@ static const struct msg_desc msg_descs[256] = {
 	[MSG_FED_ENV] = DESC("FED_ENV", fed_env_fields),
 	[MSG_FED_REQ] = DESC("FED_REQ", fed_req_fields),
 	[MSG_FED_RESP] = DESC("FED_RESP", fed_resp_fields),
+	[MSG_FED_RENV] = DESC("FED_RENV", fed_renv_fields),
 };
 
 /* The caps in the table must fit the length prefixes that carry them. */

@@ -115,7 +115,9 @@ enum msg_type {
 	MSG_FED_WELCOME = 0x61,    /* node to node: link established */
 	MSG_FED_ENV = 0x62,        /* node to node: an envelope for a device */
 	MSG_FED_REQ = 0x63,        /* node to node: a client request relayed */
-	MSG_FED_RESP = 0x64        /* node to node: its answer */
+	MSG_FED_RESP = 0x64,       /* node to node: its answer */
+	MSG_FED_RENV = 0x65        /* node to node: a signed envelope, maybe
+	                              through a backup relay */
 };
 
 /* SEND/DELIVER class. */
@@ -356,6 +358,14 @@ struct msg_fed_env {
 	struct msg_bytes payload;   /* <= MSG_PAYLOAD_MAX */
 };
 
+/* FED_RENV: FED_ENV's fields in the same order, then the origin node's
+ * signature of them (crypto/nodesig.h). */
+struct msg_fed_renv {
+	struct msg_fed_env env;     /* as FED_ENV; from is in the origin's
+	                               domain, not necessarily the link's */
+	uint8_t sig[MSG_SIG_LEN];   /* XEdDSA by the origin node's key */
+};
+
 struct msg_fed_req {
 	struct msg_str requester;   /* the local user asking, at the origin */
 	struct msg_bytes request;   /* an encoded client request */
@@ -407,6 +417,7 @@ struct msg {
 		struct msg_fed_env fed_env;         /* FED_ENV */
 		struct msg_fed_req fed_req;         /* FED_REQ */
 		struct msg_fed_resp fed_resp;       /* FED_RESP */
+		struct msg_fed_renv fed_renv;       /* FED_RENV */
 	} u;                        /* the member named after type */
 };
 
