@@ -78,6 +78,9 @@ struct job {
 	char *text;
 	size_t nsent, ninflight;
 	bool eof;
+	/* lastseen --follow: subscribed; connections made so far */
+	bool watching;
+	uint32_t links_up;
 	/* Ctrl-C and SIGTERM end inbox --follow cleanly. */
 	uv_signal_t sigint, sigterm;
 	bool sig_open;
@@ -94,6 +97,7 @@ struct job {
 };
 
 static void job_after_start(struct job *j);
+static void presence_cb(void *arg, const struct msg_presence *p);
 static void job_finish(struct job *j, int code);
 static void device_added(void *arg, int status, uint32_t id);
 static void resp_devices(void *arg, int status, const struct msg *resp);
@@ -118,7 +122,7 @@ usage(FILE *f)
 "  profile set name|status VALUE\n"
 "  privacy last-seen everyone|contacts|nobody\n"
 "  contacts add|remove USER@DOMAIN | contacts list\n"
-"  lastseen USER@DOMAIN\n"
+"  lastseen USER@DOMAIN [--follow] online / last seen; --follow: each change\n"
 "  typing USER@DOMAIN [on|off]   a typing indicator (not stored anywhere)\n"
 "  keys                          this device's prekeys on the node\n"
 "  link USER@DOMAIN [--server H:P] then, with the id, link USER@DOMAIN --device N\n"
@@ -397,6 +401,11 @@ on_link(struct app *a, int up, int err, uint32_t retry_ms)
 	if (j->follow && !up && retry_ms > 0)
 		fprintf(stderr, "tern: connection lost (%s); reconnecting in "
 		    "%u ms\n", tern_strerror(err), retry_ms);
+	/* A subscription lives as long as its connection: lastseen
+	 * --follow subscribes again on the new one. */
+	if (up && j->links_up++ > 0 && j->watching &&
+	    app_presence(a, j->argv[0], presence_cb, j) != 0)
+		fprintf(stderr, "tern: cannot watch %s again\n", j->argv[0]);
 }
 
 static const struct app_cbs job_cbs = {
@@ -667,6 +676,12 @@ presence_cb(void *arg, const struct msg_presence *p)
 		printf("hidden\n");
 		break;
 	}
+	/* --follow: each change, as the node pushes it, until interrupted
+	 * (a script watching someone come online). */
+	if (j->follow) {
+		fflush(stdout);
+		return;
+	}
 	job_finish(j, EX_OK);
 }
 
@@ -790,6 +805,7 @@ job_after_start(struct job *j)
 		break;
 	case CMD_LASTSEEN:
 		r = app_presence(j->app, j->argv[0], presence_cb, j);
+		j->watching = r == 0 && j->follow;
 		break;
 	case CMD_LINK:
 		printf("linked %s as device %" PRIu32 "\n", app_user(j->app),

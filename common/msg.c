@@ -249,6 +249,13 @@ static const struct msg_field fed_renv_fields[] = {
 	    0, MSG_PAYLOAD_MAX),
 	F_SIG64(msg_fed_renv, sig),
 };
+static const struct msg_field fed_presence_fields[] = {
+	F_ADDR(msg_fed_presence, to),
+	F_ADDR(msg_fed_presence, user),
+	F_U8(msg_fed_presence, state, MSG_PRESENCE_HIDDEN,
+	    MSG_PRESENCE_OFFLINE),
+	F_U64(msg_fed_presence, last_seen_ms),
+};
 static const struct msg_field fed_req_fields[] = {
 	F_ADDR(msg_fed_req, requester),
 	F_BYTES16(msg_fed_req, request, MSG_FED_REQ_MAX),
@@ -302,6 +309,7 @@ static const struct msg_desc msg_descs[256] = {
 	[MSG_FED_REQ] = DESC("FED_REQ", fed_req_fields),
 	[MSG_FED_RESP] = DESC("FED_RESP", fed_resp_fields),
 	[MSG_FED_RENV] = DESC("FED_RENV", fed_renv_fields),
+	[MSG_FED_PRESENCE] = DESC("FED_PRESENCE", fed_presence_fields),
 };
 
 /* The caps in the table must fit the length prefixes that carry them. */

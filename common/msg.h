@@ -116,8 +116,10 @@ enum msg_type {
 	MSG_FED_ENV = 0x62,        /* node to node: an envelope for a device */
 	MSG_FED_REQ = 0x63,        /* node to node: a client request relayed */
 	MSG_FED_RESP = 0x64,       /* node to node: its answer */
-	MSG_FED_RENV = 0x65        /* node to node: a signed envelope, maybe
+	MSG_FED_RENV = 0x65,       /* node to node: a signed envelope, maybe
 	                              through a backup relay */
+	MSG_FED_PRESENCE = 0x66    /* node to node: a watched user's presence
+	                              changed (push, unanswered) */
 };
 
 /* SEND/DELIVER class. */
@@ -366,6 +368,15 @@ struct msg_fed_renv {
 	uint8_t sig[MSG_SIG_LEN];   /* XEdDSA by the origin node's key */
 };
 
+/* FED_PRESENCE: what viewer `to` (at the responder) may see of `user`
+ * (at the initiator), after the user's privacy. */
+struct msg_fed_presence {
+	struct msg_str to;          /* the watching user, responder's domain */
+	struct msg_str user;        /* whose presence, initiator's domain */
+	uint8_t state;              /* enum msg_presence_state */
+	uint64_t last_seen_ms;      /* Unix ms; 0 when hidden */
+};
+
 struct msg_fed_req {
 	struct msg_str requester;   /* the local user asking, at the origin */
 	struct msg_bytes request;   /* an encoded client request */
@@ -418,6 +429,7 @@ struct msg {
 		struct msg_fed_req fed_req;         /* FED_REQ */
 		struct msg_fed_resp fed_resp;       /* FED_RESP */
 		struct msg_fed_renv fed_renv;       /* FED_RENV */
+		struct msg_fed_presence fed_presence; /* FED_PRESENCE */
 	} u;                        /* the member named after type */
 };
 

@@ -26,10 +26,13 @@
 #include <sodium.h>
 
 #define FDISC_NAME_CAP (DNS_NAME_MAX + 1) /* a domain and its NUL */
+_Static_assert(FDISC_NAME_CAP == FDISC_DOMAIN_CAP, "one domain size");
 
 enum fdisc_what {
 	FDISC_TARGETS = 0, /* fdisc_lookup */
-	FDISC_KEYS = 1     /* fdisc_keys */
+	FDISC_KEYS = 1,    /* fdisc_keys */
+	FDISC_RELAYS = 2,  /* fdisc_relays */
+	FDISC_NWHAT = 3    /* slots per entry */
 };
 
 enum fdisc_state {
@@ -43,6 +46,7 @@ struct fdisc_req {
 	char domain[FDISC_NAME_CAP];   /* lowercase, no final dot */
 	fdisc_lookup_cb lcb;           /* FDISC_TARGETS */
 	fdisc_keys_cb kcb;             /* FDISC_KEYS */
+	fdisc_relays_cb rcb;           /* FDISC_RELAYS */
 	void *arg;                     /* the caller's */
 	struct fdisc_req *next;        /* in the ready list or a slot */
 };
@@ -56,7 +60,8 @@ struct fdisc_slot {
 	int fail_err;               /* the last failure */
 	unsigned flags;             /* POS: FDISC_FROM_SRV / FDISC_FALLBACK */
 	size_t n;                   /* POS: entries in data */
-	void *data;                 /* dns_target[n] or uint8_t[n][32] */
+	void *data;                 /* dns_target[n], uint8_t[n][32] or
+	                               fdisc_relay[n] */
 	bool inflight;              /* a query is out */
 	struct fdisc_req *waiters;  /* answered when it comes back */
 	char detail[DNS_DETAIL_MAX]; /* from the last DNS answer */
@@ -64,7 +69,7 @@ struct fdisc_slot {
 
 struct fdisc_entry {
 	char domain[FDISC_NAME_CAP];       /* the key */
-	struct fdisc_slot slot[2];         /* by enum fdisc_what */
+	struct fdisc_slot slot[FDISC_NWHAT]; /* by enum fdisc_what */
 	struct fdisc_entry *hnext;         /* bucket chain */
 	struct fdisc_entry *prev, *next;   /* LRU list, newest first */
 };
@@ -195,7 +200,7 @@ fdisc_find(struct fdisc *d, const char *domain)
 static bool
 fdisc_busy(const struct fdisc_entry *e)
 {
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < FDISC_NWHAT; i++)
 		if (e->slot[i].inflight || e->slot[i].waiters)
 			return true;
 	return false;
@@ -210,8 +215,8 @@ fdisc_entry_free(struct fdisc *d, struct fdisc_entry *e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
 	fdisc_lru_unlink(d, e);
-	free(e->slot[0].data);
-	free(e->slot[1].data);
+	for (int i = 0; i < FDISC_NWHAT; i++)
+		free(e->slot[i].data);
 	free(e);
 	d->nentries--;
 }
@@ -262,8 +267,10 @@ fdisc_call(struct fdisc_req *r, int err, const void *data, size_t n,
 	}
 	if (r->what == FDISC_TARGETS)
 		r->lcb(r->arg, err, data, n, flags, detail);
-	else
+	else if (r->what == FDISC_KEYS)
 		r->kcb(r->arg, err, data, n, flags, detail);
+	else
+		r->rcb(r->arg, err, data, n, flags, detail);
 	free(r);
 }
 
@@ -535,6 +542,49 @@ fdisc_txt_cb(void *arg, int err, const struct dns_txt_rec *recs, size_t n,
 	fdisc_answered(q, err, keys, nk, 0, ttl, detail);
 }
 
+static void
+fdisc_relay_txt_cb(void *arg, int err, const struct dns_txt_rec *recs,
+    size_t n, uint32_t ttl, const char *detail)
+{
+	struct fdisc_query *q = arg;
+	struct fdisc_relay *rl = NULL;
+	size_t nr = 0, bad = 0;
+	char text[DNS_DETAIL_MAX + 320]; /* room for the name */
+
+	if (err == 0) {
+		rl = calloc(FDISC_MAX_RELAYS, sizeof(*rl));
+		if (!rl)
+			err = TERN_ENOMEM;
+	}
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		struct fdisc_relay x;
+		bool dup = false;
+
+		if (fdisc_relay_parse(recs[i].text, recs[i].len, &x) != 0) {
+			bad++;
+			continue;
+		}
+		for (size_t j = 0; j < nr && !dup; j++)
+			dup = memcmp(rl[j].key, x.key, FDISC_KEY_LEN) == 0;
+		if (!dup && nr < FDISC_MAX_RELAYS)
+			rl[nr++] = x;
+	}
+	if (err == 0) {
+		snprintf(text, sizeof(text), "%zu relay(s) in %zu TXT "
+		    "record(s) of %s.%s, %zu not a relay record", nr, n,
+		    FDISC_RELAY_LABEL, q->domain, bad);
+		detail = text;
+		if (nr == 0)
+			err = TERN_ENOTFOUND;
+	}
+	if (err) {
+		free(rl);
+		rl = NULL;
+		nr = 0;
+	}
+	fdisc_answered(q, err, rl, nr, 0, ttl, detail);
+}
+
 /* fdisc_start: sends the question for e's slot what. */
 static void
 fdisc_start(struct fdisc *d, struct fdisc_entry *e, enum fdisc_what what)
@@ -558,10 +608,14 @@ fdisc_start(struct fdisc *d, struct fdisc_entry *e, enum fdisc_what what)
 	d->queries++;
 	if (what == FDISC_TARGETS) {
 		r = dns_srv(d->dns, FDISC_SERVICE, e->domain, fdisc_srv_cb, q);
-	} else {
+	} else if (what == FDISC_KEYS) {
 		snprintf(name, sizeof(name), "%s.%s", FDISC_KEY_LABEL,
 		    e->domain);
 		r = dns_txt(d->dns, name, fdisc_txt_cb, q);
+	} else {
+		snprintf(name, sizeof(name), "%s.%s", FDISC_RELAY_LABEL,
+		    e->domain);
+		r = dns_txt(d->dns, name, fdisc_relay_txt_cb, q);
 	}
 	if (r == 0)
 		return;
@@ -642,6 +696,61 @@ fdisc_key_format(const uint8_t key[FDISC_KEY_LEN], char *out, size_t cap)
 	return 0;
 }
 
+int
+fdisc_relay_parse(const char *text, size_t len, struct fdisc_relay *out)
+{
+	struct fdisc_relay x;
+	size_t i = 0, nd = 0;
+	int r;
+
+	memset(&x, 0, sizeof(x));
+	if ((r = fdisc_key_parse(text, len, x.key)) != 0)
+		return r;
+	/* The key record's rules hold; now exactly one d=DOMAIN. */
+	while (i < len) {
+		size_t start, tlen;
+		char name[FDISC_NAME_CAP];
+
+		while (i < len && text[i] == ' ')
+			i++;
+		if (i == len)
+			break;
+		start = i;
+		while (i < len && text[i] != ' ')
+			i++;
+		tlen = i - start;
+		if (tlen < 2 || text[start] != 'd' || text[start + 1] != '=')
+			continue;
+		if (++nd > 1 || tlen - 2 >= sizeof(name))
+			return TERN_EFIELD;
+		memcpy(name, text + start + 2, tlen - 2);
+		name[tlen - 2] = '\0';
+		if (strlen(name) != tlen - 2 || fdisc_norm(name, x.domain) != 0)
+			return TERN_EFIELD;
+	}
+	if (nd != 1)
+		return TERN_EFIELD;
+	*out = x;
+	return 0;
+}
+
+int
+fdisc_relay_format(const uint8_t key[FDISC_KEY_LEN], const char *domain,
+    char *out, size_t cap)
+{
+	char k[FDISC_KEY_TEXT_MAX], dom[FDISC_NAME_CAP];
+	int r;
+
+	if (cap < FDISC_RELAY_TEXT_MAX)
+		return TERN_ETOOBIG;
+	if (fdisc_norm(domain, dom) != 0)
+		return TERN_EINVAL;
+	if ((r = fdisc_key_format(key, k, sizeof(k))) != 0)
+		return r;
+	snprintf(out, cap, "%s d=%s", k, dom);
+	return 0;
+}
+
 /* --- public -------------------------------------------------------------- */
 
 int
@@ -696,12 +805,12 @@ fdisc_new(uv_loop_t *loop, struct dns *dns, const struct fdisc_config *cfg,
 
 static int
 fdisc_enqueue(struct fdisc *d, enum fdisc_what what, const char *domain,
-    fdisc_lookup_cb lcb, fdisc_keys_cb kcb, void *arg)
+    fdisc_lookup_cb lcb, fdisc_keys_cb kcb, fdisc_relays_cb rcb, void *arg)
 {
 	struct fdisc_req *r;
 	int err;
 
-	if (!d || (!lcb && !kcb))
+	if (!d || (!lcb && !kcb && !rcb))
 		return TERN_EINVAL;
 	if (d->closing)
 		return TERN_ESTATE;
@@ -715,6 +824,7 @@ fdisc_enqueue(struct fdisc *d, enum fdisc_what what, const char *domain,
 	r->what = what;
 	r->lcb = lcb;
 	r->kcb = kcb;
+	r->rcb = rcb;
 	r->arg = arg;
 	if (!d->ready && uv_timer_start(&d->ready_timer, fdisc_ready_cb, 0,
 	    0) != 0) {
@@ -735,7 +845,7 @@ fdisc_lookup(struct fdisc *d, const char *domain, fdisc_lookup_cb cb,
 {
 	if (!cb)
 		return TERN_EINVAL;
-	return fdisc_enqueue(d, FDISC_TARGETS, domain, cb, NULL, arg);
+	return fdisc_enqueue(d, FDISC_TARGETS, domain, cb, NULL, NULL, arg);
 }
 
 int
@@ -743,7 +853,16 @@ fdisc_keys(struct fdisc *d, const char *domain, fdisc_keys_cb cb, void *arg)
 {
 	if (!cb)
 		return TERN_EINVAL;
-	return fdisc_enqueue(d, FDISC_KEYS, domain, NULL, cb, arg);
+	return fdisc_enqueue(d, FDISC_KEYS, domain, NULL, cb, NULL, arg);
+}
+
+int
+fdisc_relays(struct fdisc *d, const char *domain, fdisc_relays_cb cb,
+    void *arg)
+{
+	if (!cb)
+		return TERN_EINVAL;
+	return fdisc_enqueue(d, FDISC_RELAYS, domain, NULL, NULL, cb, arg);
 }
 
 static void
@@ -778,7 +897,7 @@ fdisc_close(struct fdisc *d, fdisc_close_cb cb, void *arg)
 		r = next;
 	}
 	for (struct fdisc_entry *e = d->lru_head; e; e = e->next) {
-		for (int i = 0; i < 2; i++) {
+		for (int i = 0; i < FDISC_NWHAT; i++) {
 			while (e->slot[i].waiters) {
 				r = e->slot[i].waiters;
 				e->slot[i].waiters = r->next;

@@ -12,6 +12,11 @@
  *     v=tern1 k=<standard base64, padded, of the 32-byte X25519 key>
  *   Records that do not parse are ignored; none that parses is
  *   TERN_ENOTFOUND.
+ * Backup relays (SPEC.md 13.5):
+ *   TXT _tern-relay.DOMAIN, one record per relay authorized for DOMAIN:
+ *     v=tern1 k=<the relay node's key, as above> d=<the relay's domain>
+ *   Same token rules as a key record, plus exactly one d= naming a
+ *   domain. Cached like the keys.
  *
  * Cache. An answer is kept for its DNS TTL (the smallest among the
  * records it came from), clamped to [ttl_min_s, ttl_max_s]; a negative
@@ -40,12 +45,17 @@
 
 #define FDISC_SERVICE "_tern-fed._tcp" /* SRV labels before the domain */
 #define FDISC_KEY_LABEL "_tern-key"     /* TXT label before the domain */
+#define FDISC_RELAY_LABEL "_tern-relay" /* TXT: a domain's backup relays */
 #define FDISC_KEY_VERSION "v=tern1"     /* first token of a key record */
 #define FDISC_DEFAULT_PORT 7371         /* federation, without SRV */
 #define FDISC_KEY_LEN 32                /* X25519 public key */
 #define FDISC_KEY_B64_LEN 44            /* its padded base64 */
 #define FDISC_KEY_TEXT_MAX 64           /* "v=tern1 k=..." and a NUL */
 #define FDISC_MAX_KEYS 8                /* keys kept per domain */
+#define FDISC_MAX_RELAYS 8              /* relays kept per domain */
+#define FDISC_DOMAIN_CAP 254            /* a domain and its NUL */
+/* "v=tern1 k=... d=DOMAIN" and a NUL */
+#define FDISC_RELAY_TEXT_MAX (FDISC_KEY_TEXT_MAX + 3 + FDISC_DOMAIN_CAP)
 #define FDISC_TTL_MIN_S 30
 #define FDISC_TTL_MAX_S 86400
 #define FDISC_NEG_TTL_S 60
@@ -91,6 +101,19 @@ typedef void (*fdisc_keys_cb)(void *arg, int err,
     const uint8_t (*keys)[FDISC_KEY_LEN], size_t n, unsigned flags,
     const char *detail);
 
+/* One authorized backup relay of a domain (TXT _tern-relay). */
+struct fdisc_relay {
+	uint8_t key[FDISC_KEY_LEN];        /* the relay node's static key */
+	char domain[FDISC_DOMAIN_CAP];     /* its own domain (lowercase, no
+	                                      final dot) */
+};
+
+/* fdisc_relays_cb: the domain's authorized relays (n, borrowed), flags 0
+ * or FDISC_STALE. */
+typedef void (*fdisc_relays_cb)(void *arg, int err,
+    const struct fdisc_relay *relays, size_t n, unsigned flags,
+    const char *detail);
+
 typedef void (*fdisc_close_cb)(void *arg);
 
 /*
@@ -115,6 +138,11 @@ int fdisc_lookup(struct fdisc *d, const char *domain, fdisc_lookup_cb cb,
 /* fdisc_keys: the keys domain publishes; errors as fdisc_lookup, without
  * TERN_ENOSERVICE. */
 int fdisc_keys(struct fdisc *d, const char *domain, fdisc_keys_cb cb,
+    void *arg) TERN_WUR;
+
+/* fdisc_relays: the backup relays domain authorizes (TXT _tern-relay);
+ * errors as fdisc_keys (TERN_ENOTFOUND: none published). */
+int fdisc_relays(struct fdisc *d, const char *domain, fdisc_relays_cb cb,
     void *arg) TERN_WUR;
 
 /*
@@ -144,5 +172,20 @@ int fdisc_key_parse(const char *text, size_t len,
  * (cap >= FDISC_KEY_TEXT_MAX, else TERN_ETOOBIG). */
 int fdisc_key_format(const uint8_t key[FDISC_KEY_LEN], char *out,
     size_t cap) TERN_WUR;
+
+/*
+ * fdisc_relay_parse: one TXT record's text (len bytes) as a relay record:
+ * the rules of fdisc_key_parse, and exactly one "d=" token naming a valid
+ * domain (a final dot allowed; stored lowercase without it). 0 and the
+ * relay in out; TERN_EVERSION for another "v="; TERN_EFIELD otherwise.
+ */
+int fdisc_relay_parse(const char *text, size_t len,
+    struct fdisc_relay *out) TERN_WUR;
+
+/* fdisc_relay_format: "v=tern1 k=BASE64 d=DOMAIN" in out (cap >=
+ * FDISC_RELAY_TEXT_MAX, else TERN_ETOOBIG); TERN_EINVAL for a bad
+ * domain. */
+int fdisc_relay_format(const uint8_t key[FDISC_KEY_LEN], const char *domain,
+    char *out, size_t cap) TERN_WUR;
 
 #endif

@@ -204,13 +204,13 @@ net_flush(struct net_conn *c)
 		}
 		if ((uint32_t)n == c->out_len) {
 			c->out_len = 0;
-			/* Keep a small buffer for the next turn; a large one
-			 * goes back, so idle connections hold none. */
-			if (c->out_cap > 4096) {
-				free(c->out);
-				c->out = NULL;
-				c->out_cap = 0;
-			}
+			/* Written out: the buffer goes back, so an idle
+			 * connection holds none (most connections are idle
+			 * most of the time; a busy one pays a malloc per loop
+			 * turn, next to a write system call). */
+			free(c->out);
+			c->out = NULL;
+			c->out_cap = 0;
 		} else {
 			if ((w = calloc(1, sizeof(*w))) == NULL) {
 				net_conn_abort(c, TERN_ENOMEM);

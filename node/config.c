@@ -168,6 +168,18 @@ static const struct cfg_opt cfg_opts[] = {
 	    0, 0,
 	    "The DNS servers asked for _tern-fed._tcp and _tern-key records "
 	    "(IP or IP:PORT, comma-separated), or system for resolv.conf."},
+	{"federation", "relay_for", CT_TEXT, CFG_FIELD(fed_relay_for), "none",
+	    0, 0,
+	    "Domains this node is a backup relay for (comma-separated), or "
+	    "none. While such a domain's own node is unreachable, this node "
+	    "takes signed envelopes for it from other domains, keeps them "
+	    "and hands them over when that node is back. The domain must "
+	    "list this node's key in its TXT _tern-relay record."},
+	{"federation", "relays", CT_TEXT, CFG_FIELD(fed_relays), "none", 0, 0,
+	    "The backup relays authorized for our domain, as DOMAIN/KEY "
+	    "(the relay node's domain and its key in base64), "
+	    "comma-separated; or none: those our TXT _tern-relay records "
+	    "list. When set, only these count and DNS is not asked."},
 	{"federation", "retention", CT_DURATION, CFG_FIELD(fed_retention_ms),
 	    "7d", CFG_S, 365 * CFG_D,
 	    "How long an envelope for another domain waits for that domain's "

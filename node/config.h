@@ -83,6 +83,10 @@ struct node_config {
 	                                    "none" */
 	char fed_dns[CONFIG_TEXT_MAX];    /* "IP[:PORT],..." or "system" */
 	uint64_t fed_retention_ms;       /* outbound queue lifetime; 7d */
+	char fed_relay_for[CONFIG_TEXT_MAX]; /* "D1,D2": we relay for them, or
+	                                       "none" (SPEC.md 13.5) */
+	char fed_relays[CONFIG_TEXT_MAX]; /* "DOMAIN/KEY,...": our backup
+	                                    relays, or "none": DNS's */
 };
 
 /*

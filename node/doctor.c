@@ -13,6 +13,10 @@
  *                one pinned)
  *   5. hello:    FED_HELLO is welcomed (so the other side accepts OUR
  *                key for OUR domain), and the clocks agree within 5 min
+ *   6. relays:   TXT _tern-relay.DOMAIN (SPEC.md 13.5); then every other
+ *                SRV target: its key is DOMAIN's, an authorized relay's
+ *                (which must welcome FED_HELLO for DOMAIN: relay_for),
+ *                or neither (an unauthorized relay: a failure)
  *
  * Later checks that depend on an earlier failure are reported as not
  * run, with the reason, never as passed.
@@ -36,6 +40,7 @@
 
 #define DOC_TIMEOUT_MS 8000
 #define DOC_SKEW_MAX_MS (5 * 60 * 1000)
+#define DOC_TARGETS_MAX 8
 
 struct doc {
 	uv_loop_t loop;
@@ -50,6 +55,13 @@ struct doc {
 	bool have_target;
 	char host[DNS_ADDR_MAX];
 	uint16_t port;
+	struct dns_target tg[DOC_TARGETS_MAX]; /* every SRV target, in order */
+	size_t ntg;
+	/* 6 */
+	struct fdisc_relay relays[FDISC_MAX_RELAYS];
+	size_t nrelays;
+	bool relays_done;           /* its own flag: a link closing late
+	                               sets done */
 	bool pinned;
 	uint8_t pin[32];
 	/* 2 */
@@ -152,6 +164,8 @@ lookup_cb(void *arg, int err, const struct dns_target *t, size_t n,
 		d->have_target = true;
 		snprintf(d->host, sizeof(d->host), "%s", t[0].addr);
 		d->port = t[0].port;
+		d->ntg = n < DOC_TARGETS_MAX ? n : DOC_TARGETS_MAX;
+		memcpy(d->tg, t, d->ntg * sizeof(t[0]));
 		if (flags & FDISC_FALLBACK)
 			doc_line(d, true, "where", "no SRV _tern-fed._tcp.%s; "
 			    "using %s's address %s on the standard port %u "
@@ -195,6 +209,8 @@ c_open(struct net_conn *c)
 {
 	struct doc *d = *(struct doc **)net_conn_data(c);
 
+	if (c != d->c)
+		return; /* an earlier probe's connection */
 	memcpy(d->remote, chan_remote_key(&c->chan), 32);
 	d->opened = true;
 	d->done = true;
@@ -206,6 +222,8 @@ c_message(struct net_conn *c, const uint8_t *buf, size_t len)
 	struct doc *d = *(struct doc **)net_conn_data(c);
 	struct msg m;
 
+	if (c != d->c)
+		return 0;
 	if (msg_decode(buf, len, &m) != 0)
 		return TERN_EFIELD;
 	d->ans.type = m.type;
@@ -226,6 +244,8 @@ c_closed(struct net_conn *c, int err)
 {
 	struct doc *d = *(struct doc **)net_conn_data(c);
 
+	if (c != d->c)
+		return;
 	d->closed = true;
 	d->close_err = err;
 	d->c = NULL;
@@ -353,6 +373,163 @@ check_link(struct doc *d)
 		net_conn_close(d->c, 0);
 }
 
+/* --- 6: backup relays (SPEC.md 13.5) ----------------------------------- */
+
+static void
+relays_cb(void *arg, int err, const struct fdisc_relay *rl, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct doc *d = arg;
+	char names[512] = "";
+	size_t i;
+
+	if (err == TERN_ENOTFOUND) {
+		printf("--   relays none: no TXT _tern-relay.%s, so %s has no "
+		    "backup relays\n", d->domain, d->domain);
+	} else if (err != 0) {
+		doc_line(d, false, "relays", "cannot read TXT _tern-relay.%s "
+		    "(%s%s%s): is DNS answering?", d->domain,
+		    tern_strerror(err), detail[0] ? ": " : "", detail);
+	} else {
+		d->nrelays = n < FDISC_MAX_RELAYS ? n : FDISC_MAX_RELAYS;
+		memcpy(d->relays, rl, d->nrelays * sizeof(rl[0]));
+		for (i = 0; i < d->nrelays; i++)
+			snprintf(names + strlen(names), sizeof(names) -
+			    strlen(names), "%s%s", i ? ", " : "",
+			    rl[i].domain);
+		doc_line(d, true, "relays", "TXT _tern-relay.%s lists %zu "
+		    "relay(s): %s%s", d->domain, d->nrelays, names,
+		    (flags & FDISC_STALE) ? " (stale: DNS is failing)" : "");
+	}
+	d->relays_done = true;
+}
+
+/*
+ * probe: a link to addr:port (XX, so any key will do), and FED_HELLO
+ * for d->domain. *reached if the handshake completed (remote key in
+ * d->remote); *answer: 0 WELCOME, a TERN_E* code for an ERROR, 1 for
+ * no answer.
+ */
+static void
+probe(struct doc *d, const char *addr, uint16_t port, bool *reached,
+    int *answer)
+{
+	struct msg m = {.type = MSG_FED_HELLO, .req = 1};
+	uint8_t buf[1024];
+	size_t n;
+
+	*reached = false;
+	*answer = 1;
+	d->opened = d->answered = d->closed = false;
+	d->ans.type = 0;
+	if (net_connect(&d->nl, addr, port, CHAN_KIND_FEDERATION, CHAN_XX,
+	    d->priv, NULL, MSG_MAX, &c_cbs, sizeof(struct doc *),
+	    &d->c) != 0)
+		return;
+	*(struct doc **)net_conn_data(d->c) = d;
+	d->done = false;
+	(void)doc_wait(d, &d->done);
+	if (!d->opened) {
+		if (d->c != NULL)
+			net_conn_abort(d->c, TERN_ETIMEOUT);
+		return;
+	}
+	*reached = true;
+	m.u.fed_hello.domain.p = d->ours;
+	m.u.fed_hello.domain.len = strlen(d->ours);
+	m.u.fed_hello.to_domain.p = d->domain;
+	m.u.fed_hello.to_domain.len = strlen(d->domain);
+	m.u.fed_hello.time_ms = wall_ms();
+	if (d->c != NULL && msg_encode(&m, buf, sizeof(buf), &n) == 0 &&
+	    net_conn_send(d->c, buf, n) == 0) {
+		d->done = false;
+		(void)doc_wait(d, &d->done);
+		if (d->answered)
+			*answer = d->ans.type == MSG_FED_WELCOME ? 0 :
+			    d->ans.type == MSG_ERROR ?
+			    -(int)d->ans.u.error.code : TERN_ETYPE;
+	}
+	if (d->c != NULL)
+		net_conn_close(d->c, 0);
+}
+
+/* check_relays: 6. */
+static void
+check_relays(struct doc *d)
+{
+	bool seen[FDISC_MAX_RELAYS] = {false}, unknown = false;
+	size_t i, k;
+
+	if (fdisc_relays(d->disc, d->domain, relays_cb, d) == 0)
+		(void)doc_wait(d, &d->relays_done);
+	/* Target 0 was checked above as the domain's node. */
+	for (i = 1; i < d->ntg; i++) {
+		const struct dns_target *t = &d->tg[i];
+		bool reached, own = false;
+		int answer;
+		char fp[17];
+
+		probe(d, t->addr, t->port, &reached, &answer);
+		if (!reached) {
+			unknown = true;
+			doc_line(d, false, "target", "%s:%u (SRV target %s, "
+			    "priority %u) does not answer the federation "
+			    "handshake: a backup that is down is no backup",
+			    t->addr, t->port, t->host, t->priority);
+			continue;
+		}
+		fp_hex(d->remote, fp);
+		for (k = 0; k < d->nkeys; k++)
+			own |= sodium_memcmp(d->keys[k], d->remote, 32) == 0;
+		if (own) {
+			doc_line(d, true, "target", "%s:%u holds %s's key %s... "
+			    "(another node of %s)", t->addr, t->port,
+			    d->domain, fp, d->domain);
+			continue;
+		}
+		for (k = 0; k < d->nrelays; k++)
+			if (sodium_memcmp(d->relays[k].key, d->remote, 32) ==
+			    0)
+				break;
+		if (k == d->nrelays) {
+			doc_line(d, false, "target", "unauthorized relay: "
+			    "%s:%u holds key %s..., which is neither in TXT "
+			    "_tern-key.%s nor _tern-relay.%s; publish it in "
+			    "_tern-relay.%s or remove the SRV record", t->addr,
+			    t->port, fp, d->domain, d->domain, d->domain);
+			continue;
+		}
+		seen[k] = true;
+		doc_line(d, true, "target", "%s:%u is %s's authorized relay %s "
+		    "(key %s...)", t->addr, t->port, d->domain,
+		    d->relays[k].domain, fp);
+		if (answer == 0)
+			doc_line(d, true, "relay", "%s at %s:%u accepts %s",
+			    d->relays[k].domain, t->addr, t->port, d->domain);
+		else if (answer == TERN_EUNREACH)
+			doc_line(d, false, "relay", "relay %s:%u does not "
+			    "accept %s: set relay_for = %s in its [federation] "
+			    "section", t->addr, t->port, d->domain, d->domain);
+		else if (answer == TERN_EAUTH)
+			doc_line(d, false, "relay", "relay %s:%u refuses our "
+			    "node's key for %s: it must find our TXT "
+			    "_tern-key.%s (see `ternd dns-records`)", t->addr,
+			    t->port, d->ours, d->ours);
+		else
+			doc_line(d, false, "relay", "relay %s:%u: no welcome "
+			    "for %s (%s)", t->addr, t->port, d->domain,
+			    answer == 1 ? "no answer" :
+			    tern_strerror(answer));
+	}
+	for (k = 0; k < d->nrelays && !unknown; k++)
+		if (!seen[k])
+			printf("--   relay  %s (key listed in TXT _tern-relay.%s) "
+			    "is no SRV target of %s: origins will not use it "
+			    "until an SRV record with a lower priority (a "
+			    "higher number) points at it\n", d->relays[k].domain,
+			    d->domain, d->domain);
+}
+
 /* The static route for domain in peers text, if any (see fed.c). */
 static bool
 doc_static(struct doc *d, const char *peers)
@@ -449,6 +626,8 @@ doctor_run(const struct node_config *cfg, const uint8_t priv[32],
 		doc_skip("key", "no address to try");
 		doc_skip("hello", "no address to try");
 	}
+	if (!d.pinned)
+		check_relays(&d);
 	fdisc_close(d.disc, NULL, NULL);
 	dns_close(d.dns, NULL, NULL);
 	net_loop_close(&d.nl, doc_closed, NULL);

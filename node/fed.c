@@ -15,10 +15,26 @@
  * other failure counts an attempt and rewinds the page so it is sent
  * again (the destination drops a repeated id).
  *
+ * An attempt walks the SRV targets in order until one answers (home
+ * first, then the domain's backup relays, as SMTP walks MX records),
+ * and backs off only when all failed. A target proving a key the
+ * domain's TXT _tern-key lists is its node; one whose key TXT
+ * _tern-relay lists is a backup relay (SPEC.md 13.5), which gets every
+ * envelope as FED_RENV signed with our node key; any other is refused
+ * and the walk goes on. A link to a relay is closed once idle, and after
+ * FED_RELAY_RECHECK_MS in any case, so new traffic tries the domain's
+ * node first again.
+ *
  * Inbound, a struct fin per connection: FED_HELLO (key checked against
  * the claimed domain), then FED_ENV and FED_REQ handed to the server's
  * hooks. A fin outlives its connection while a hook has not answered
- * (refs), like the server's sessions.
+ * (refs), like the server's sessions. FED_RENV for our own domain waits
+ * in the fin's queue, in arrival order, for its checks (is the link an
+ * authorized relay, does the origin's signature verify under a key that
+ * may speak for its domain), which may need DNS; then it goes the way of
+ * FED_ENV. FED_RENV on a link that asked for a domain we relay for is
+ * verified against the link's own key (the origin signs with the key it
+ * proved) and stored in our outbound queue for that domain.
  */
 #include "fed.h"
 
@@ -35,6 +51,7 @@
 #include "ident.h"
 #include "keytrust.h"
 #include "log.h"
+#include "nodesig.h"
 
 #define FED_TARGETS_MAX 8
 #define FED_DONE_BATCH 256
@@ -69,7 +86,8 @@ struct fwd {
 	uint64_t deadline;          /* uv_now after which it fails */
 	uint8_t *msg;               /* the encoded FED_REQ (req patched) */
 	size_t len;
-	void (*cb)(void *, int, const struct msg *);
+	void (*cb)(void *, int, const struct msg *); /* NULL: a push
+	                               (FED_PRESENCE), freed once written */
 	void *arg;
 	struct fwd *next;
 };
@@ -112,6 +130,11 @@ struct peer {
 	uint32_t next_req;
 	struct fwd *fwds;           /* relayed requests, oldest first */
 	uint64_t last_tx;           /* uv_now of our last message */
+	bool relay;                 /* the link is to a backup relay of the
+	                               domain, not to its node (13.5) */
+	bool relay_idle;            /* closing that link on purpose: not a
+	                               failure, retry from the top */
+	uint64_t up_since;          /* uv_now when the link came up */
 	struct peer *next;
 };
 
@@ -121,6 +144,8 @@ struct fconn {
 	struct peer *p;             /* outbound */
 	struct fin *in;             /* inbound */
 };
+
+struct renv_job;
 
 /* An inbound link. */
 struct fin {
@@ -135,6 +160,18 @@ struct fin {
 	struct fin *prev, *next;    /* in f->fins while the conn is open */
 	double tokens;              /* inbound rate limit bucket */
 	uint64_t tokens_ms;         /* its last refill (uv_now) */
+	char relay_dom[IDENT_DOMAIN_MAX + 1]; /* FED_HELLO asked for this
+	                               domain we relay for; "" for ours */
+	struct renv_job *rq_head;   /* FED_RENV waiting for their checks */
+	struct renv_job *rq_tail;
+	size_t rq_bytes;            /* what they hold */
+	bool rq_busy;               /* the head's check is out (DNS) */
+};
+
+/* A [federation] relays entry: one of our backup relays. */
+struct frelay_pin {
+	char domain[IDENT_DOMAIN_MAX + 1]; /* the relay's own domain */
+	uint8_t key[32];            /* its node key */
 };
 
 struct fed {
@@ -144,6 +181,12 @@ struct fed {
 	struct fed_hooks hooks;
 	char domain[IDENT_DOMAIN_MAX + 1];
 	uint8_t priv[32];
+	uint8_t pub[32];            /* ours, from priv */
+	uint64_t retention_ms;      /* for envelopes we relay */
+	char relay_for[FED_RELAY_FOR_MAX][IDENT_DOMAIN_MAX + 1]; /* 13.5 */
+	size_t nrelay_for;
+	struct frelay_pin relays[FED_RELAY_PINS_MAX]; /* [federation] relays */
+	size_t nrelays;
 	struct net_listener *lis;
 	struct dns *dns;
 	struct fdisc *disc;
@@ -164,6 +207,9 @@ struct fed {
 
 static void peer_pump(struct peer *p);
 static void peer_connect(struct peer *p);
+static bool peer_next_target(struct peer *p);
+static int peer_dial(struct peer *p, const char *host, uint16_t port,
+    const uint8_t *rs);
 static void peer_lost(struct peer *p, int err);
 static void fed_maybe_freed(struct fed *f);
 
@@ -307,6 +353,108 @@ bad:
 	return TERN_ECONFIG;
 }
 
+/* fed_list_next: the next comma-separated item of *p (spaces trimmed)
+ * into item; false at the end. An item too long is cut to cap - 1 and
+ * so fails whatever check follows. */
+static bool
+fed_list_next(const char **p, char *item, size_t cap)
+{
+	size_t n;
+
+	while (**p == ' ' || **p == ',')
+		(*p)++;
+	if (**p == '\0')
+		return false;
+	n = strcspn(*p, ",");
+	snprintf(item, cap, "%.*s", (int)(n < cap ? n : cap - 1), *p);
+	*p += n;
+	n = strlen(item);
+	while (n > 0 && item[n - 1] == ' ')
+		item[--n] = '\0';
+	return true;
+}
+
+static void
+lower(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
+}
+
+/* fed_parse_relay_for: "[federation] relay_for = D1,D2" (13.5). */
+static int
+fed_parse_relay_for(struct fed *f, const char *text)
+{
+	const char *p = text;
+	char item[IDENT_DOMAIN_MAX + 2];
+
+	if (text == NULL || strcmp(text, "none") == 0)
+		return 0;
+	while (fed_list_next(&p, item, sizeof(item))) {
+		if (f->nrelay_for >= FED_RELAY_FOR_MAX ||
+		    strlen(item) > IDENT_DOMAIN_MAX ||
+		    ident_domain_check(item, strlen(item)) != 0)
+			goto bad;
+		lower(item);
+		if (strcmp(item, f->domain) == 0)
+			goto bad;
+		strcpy(f->relay_for[f->nrelay_for++], item);
+	}
+	return 0;
+bad:
+	log_error("[federation] relay_for: cannot read '%s' (want other "
+	    "domains, comma-separated, at most %d; or none)", text,
+	    FED_RELAY_FOR_MAX);
+	return TERN_ECONFIG;
+}
+
+/* fed_parse_relays: "[federation] relays = DOMAIN/KEY,..." (13.5). */
+static int
+fed_parse_relays(struct fed *f, const char *text)
+{
+	const char *p = text;
+	char item[512], rec[FDISC_KEY_TEXT_MAX + 16], *slash;
+	struct frelay_pin *r;
+
+	if (text == NULL || strcmp(text, "none") == 0)
+		return 0;
+	while (fed_list_next(&p, item, sizeof(item))) {
+		if (f->nrelays >= FED_RELAY_PINS_MAX ||
+		    (slash = strchr(item, '/')) == NULL)
+			goto bad;
+		*slash = '\0';
+		r = &f->relays[f->nrelays];
+		if (strlen(item) > IDENT_DOMAIN_MAX ||
+		    ident_domain_check(item, strlen(item)) != 0)
+			goto bad;
+		memcpy(r->domain, item, strlen(item) + 1);
+		lower(r->domain);
+		snprintf(rec, sizeof(rec), "v=tern1 k=%s", slash + 1);
+		if (fdisc_key_parse(rec, strlen(rec), r->key) != 0)
+			goto bad;
+		f->nrelays++;
+	}
+	return 0;
+bad:
+	log_error("[federation] relays: cannot read '%s' (want DOMAIN/KEY, "
+	    "the relay's domain and its node key in base64, comma-separated, "
+	    "at most %d; or none)", text, FED_RELAY_PINS_MAX);
+	return TERN_ECONFIG;
+}
+
+/* fed_relaying: whether we are a backup relay for domain. */
+static bool
+fed_relaying(const struct fed *f, const char *domain)
+{
+	size_t i;
+
+	for (i = 0; i < f->nrelay_for; i++)
+		if (strcasecmp(f->relay_for[i], domain) == 0)
+			return true;
+	return false;
+}
+
 /* --- peers -------------------------------------------------------------- */
 
 /* A peer's memory goes with the fed (fed_maybe_freed): store callbacks
@@ -373,6 +521,15 @@ peer_timer_cb(uv_timer_t *t)
 		peer_connect(p);
 		break;
 	case P_UP:
+		if (p->relay && !p->relay_idle &&
+		    uv_now(f->loop) - p->up_since >= FED_RELAY_RECHECK_MS) {
+			/* Is the domain's node back? The next attempt starts
+			 * there; what is in flight is sent again (the relay
+			 * stores a repeated id once). */
+			p->relay_idle = true;
+			net_conn_close(p->conn, 0);
+			break;
+		}
 		if (p->paused) {
 			p->paused = false;
 			peer_pump(p);
@@ -425,30 +582,91 @@ peer_fail_fwds(struct peer *p, int err, bool only_expired)
 			continue;
 		}
 		*pp = w->next;
-		w->cb(w->arg, only_expired ? TERN_ETIMEOUT : err, NULL);
+		if (w->cb != NULL)
+			w->cb(w->arg, only_expired ? TERN_ETIMEOUT : err, NULL);
 		free(w->msg);
 		free(w);
 	}
 }
 
-/* peer_send_fwds: writes the relayed requests not yet on the link. */
+/* peer_send_fwds: writes the relayed requests not yet on the link, and
+ * the pushes (which no answer follows: gone once written). */
 static void
 peer_send_fwds(struct peer *p)
 {
-	struct fwd *w;
+	struct fwd **pp = &p->fwds, *w;
 
-	for (w = p->fwds; w != NULL; w = w->next) {
-		if (w->req != 0)
+	if (p->relay) {
+		/* A relay holds envelopes, not the domain's users: questions
+		 * about them wait for the domain's node (13.5). */
+		peer_fail_fwds(p, TERN_EUNREACH, false);
+		return;
+	}
+	while ((w = *pp) != NULL) {
+		if (w->req != 0) {
+			pp = &w->next;
 			continue;
+		}
 		w->req = peer_req(p);
 		buf_store_be32(w->msg + 2, w->req);
 		if (net_conn_send(p->conn, w->msg, w->len) != 0)
 			return;
 		p->last_tx = uv_now(p->f->loop);
+		if (w->cb == NULL) {
+			*pp = w->next;
+			free(w->msg);
+			free(w);
+			continue;
+		}
+		pp = &w->next;
 	}
 }
 
 /* --- the outbound queue -------------------------------------------------- */
+
+/*
+ * peer_write_env: one envelope onto p's link. To the domain's node, our
+ * own as FED_ENV; to a backup relay, signed by us as FED_RENV (13.5). An
+ * entry we relay for someone else (sig: its origin's signature) always
+ * goes as FED_RENV with that signature unchanged.
+ */
+static int
+peer_write_env(struct peer *p, uint32_t req, const struct msg_fed_env *e,
+    const uint8_t *sig)
+{
+	struct msg m = {.req = req};
+	int r;
+
+	if (sig == NULL && !p->relay) {
+		m.type = MSG_FED_ENV;
+		m.u.fed_env = *e;
+		return fed_write(p->conn, &m);
+	}
+	m.type = MSG_FED_RENV;
+	m.u.fed_renv.env = *e;
+	if (sig != NULL)
+		memcpy(m.u.fed_renv.sig, sig, MSG_SIG_LEN);
+	else if ((r = nodesig_env_sign(p->f->priv, e, m.u.fed_renv.sig)) != 0)
+		return r;
+	return fed_write(p->conn, &m);
+}
+
+/*
+ * peer_relay_check: a link to a backup relay with nothing left to send
+ * is closed, so that the next envelope tries the domain's own node
+ * first (13.5); peer_lost reconnects at once if something came meanwhile.
+ */
+static void
+peer_relay_check(struct peer *p)
+{
+	if (!p->relay || p->relay_idle || p->st != P_UP || p->conn == NULL ||
+	    p->queued || p->fetching || p->ninfl > 0 || p->fwds != NULL)
+		return;
+	log_info("federation: done with %s's backup relay for now",
+	    p->domain);
+	p->relay_idle = true;
+	net_conn_close(p->conn, 0);
+}
 
 static void fed_op_done(struct fed *f);
 
@@ -544,6 +762,8 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 	}
 	if (p->st != P_UP || p->conn == NULL)
 		return;
+	if (p->relay_idle)
+		return;
 	for (i = 0; i < res->n_fed_envs && p->ninfl < FED_WINDOW; i++) {
 		const struct store_fed_env *e = &res->fed_envs[i];
 		struct msg m = {.type = MSG_FED_ENV};
@@ -564,7 +784,8 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		fe->received_ms = (uint64_t)e->received_ms;
 		fe->payload.p = e->payload;
 		fe->payload.len = e->payload_len;
-		if (fed_write(p->conn, &m) != 0) {
+		if (peer_write_env(p, m.req, fe, e->has_sig ? e->sig : NULL) !=
+		    0) {
 			net_conn_close(p->conn, TERN_EIO);
 			return;
 		}
@@ -581,10 +802,12 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 	}
 	/* Nothing stored past last_seq: what is in flight is tracked, and
 	 * new entries come through fed_offer in seq order. */
-	if (res->n_fed_envs == 0 && !res->more && p->kicks == p->fetch_kicks)
+	if (res->n_fed_envs == 0 && !res->more && p->kicks == p->fetch_kicks) {
 		p->queued = false;
-	else
+		peer_relay_check(p);
+	} else {
 		peer_pump(p); /* more, or announced while this fetch ran */
+	}
 }
 
 /* peer_pump: sends more of the queue if the window has room. */
@@ -596,7 +819,7 @@ peer_pump(struct peer *p)
 
 	peer_flush_done(p);
 	if (p->st != P_UP || p->fetching || p->paused || !p->queued ||
-	    f->stopping)
+	    p->relay_idle || f->stopping)
 		return;
 	room = FED_WINDOW - (uint32_t)p->ninfl;
 	if (room > STORE_FED_FETCH_MAX)
@@ -640,6 +863,7 @@ peer_answer_env(struct peer *p, size_t k, int code)
 		if (p->ndone < FED_DONE_BATCH)
 			p->done[p->ndone++] = seq;
 		peer_pump(p);
+		peer_relay_check(p);
 		return;
 	}
 	if (final_refusal(code)) {
@@ -651,6 +875,7 @@ peer_answer_env(struct peer *p, size_t k, int code)
 			f->st.refused_total++;
 		}
 		peer_pump(p);
+		peer_relay_check(p);
 		return;
 	}
 	/* Busy, disk trouble at the other end...: count it, and send it
@@ -703,6 +928,121 @@ struct verify_ctx {
 static void fin_put(struct fin *in);
 static void fin_verified(struct fin *in, int r, const char *why);
 
+/* An outbound target whose key the domain does not publish: is it one of
+ * the domain's backup relays (13.5)? What DNS said about the keys is
+ * kept for the verdict if not. */
+struct rcheck_ctx {
+	struct fed *f;
+	struct peer *p;
+	struct net_conn *conn;      /* the link being verified */
+	uint8_t key[32];            /* the key the target proved */
+	int err;                    /* fdisc_keys' answer, copied */
+	uint8_t keys[FDISC_MAX_KEYS][32];
+	size_t n;
+	bool stale;
+};
+
+static const char *
+peer_target(const struct peer *p, char *buf, size_t cap)
+{
+	if (p->stat != NULL)
+		snprintf(buf, cap, "%s:%u", p->stat->host, p->stat->port);
+	else if (p->ntg > 0)
+		snprintf(buf, cap, "%s:%u", p->tg[p->ti].addr,
+		    p->tg[p->ti].port);
+	else
+		snprintf(buf, cap, "?");
+	return buf;
+}
+
+static void
+out_relays_cb(void *arg, int err, const struct fdisc_relay *rl, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct rcheck_ctx *x = arg;
+	struct fed *f = x->f;
+	struct peer *p = x->p;
+	char why[KTRUST_WHY_MAX], fp[2 * KTRUST_FP_LEN + 1], at[DNS_ADDR_MAX + 8];
+	struct ktrust_dns d = {0};
+	size_t i;
+	int r;
+
+	(void)flags;
+	(void)detail;
+	if (p->st != P_VERIFYING || p->conn == NULL || p->conn != x->conn)
+		goto out; /* that link is gone */
+	if (f->stopping || err == TERN_ECANCELED) {
+		net_conn_close(p->conn, TERN_ECANCELED);
+		goto out;
+	}
+	for (i = 0; err == 0 && i < n; i++) {
+		if (sodium_memcmp(rl[i].key, x->key, 32) != 0)
+			continue;
+		p->relay = true;
+		log_info("federation: %s at %s is %s's backup relay (TXT "
+		    "%s.%s)", rl[i].domain, peer_target(p, at, sizeof(at)),
+		    p->domain, FDISC_RELAY_LABEL, p->domain);
+		out_open_verified(p);
+		goto out;
+	}
+	/* Not a relay: maybe still the domain's node by the trust rules
+	 * (a remembered key while DNS fails, 13.4). */
+	d.err = x->err;
+	d.keys = (const uint8_t (*)[KTRUST_KEY_LEN])x->keys;
+	d.n = x->n;
+	d.stale = x->stale;
+	r = ktrust_check(f->kt, p->domain, x->key, &d, why, sizeof(why));
+	if (r == 0) {
+		out_open_verified(p);
+		goto out;
+	}
+	ktrust_fingerprint(x->key, fp);
+	f->st.auth_refused_total++;
+	log_warn("federation: unauthorized relay: %s holds key %s..., which "
+	    "is neither in TXT %s.%s nor %s.%s: not sending it %s's "
+	    "envelopes (%s)", peer_target(p, at, sizeof(at)), fp,
+	    FDISC_KEY_LABEL, p->domain, FDISC_RELAY_LABEL, p->domain,
+	    p->domain, why);
+	net_conn_close(p->conn, TERN_EAUTH);
+out:
+	free(x);
+	fed_op_done(f);
+}
+
+/*
+ * out_maybe_relay: the key the target proved is not among the keys the
+ * domain publishes (keys, n; err is fdisc_keys' answer): asks whether
+ * the domain authorizes it as a backup relay. 1 if the answer comes to
+ * out_relays_cb; 0 if that does not apply (our static routes, a domain
+ * we relay for ourselves: only its own node will do).
+ */
+static int
+out_maybe_relay(struct peer *p, const uint8_t key[32], int err,
+    const uint8_t (*keys)[FDISC_KEY_LEN], size_t n, bool stale)
+{
+	struct fed *f = p->f;
+	struct rcheck_ctx *x;
+
+	if (p->stat != NULL || fed_relaying(f, p->domain) ||
+	    (x = calloc(1, sizeof(*x))) == NULL)
+		return 0;
+	x->f = f;
+	x->p = p;
+	x->conn = p->conn;
+	memcpy(x->key, key, 32);
+	x->err = err;
+	x->n = n < FDISC_MAX_KEYS ? n : FDISC_MAX_KEYS;
+	if (err == 0 && x->n > 0)
+		memcpy(x->keys, keys, x->n * 32);
+	x->stale = stale;
+	if (fdisc_relays(f->disc, p->domain, out_relays_cb, x) != 0) {
+		free(x);
+		return 0;
+	}
+	f->pending++;
+	return 1;
+}
+
 static void
 verify_keys_cb(void *arg, int err, const uint8_t (*keys)[FDISC_KEY_LEN],
     size_t n, unsigned flags, const char *detail)
@@ -717,6 +1057,29 @@ verify_keys_cb(void *arg, int err, const uint8_t (*keys)[FDISC_KEY_LEN],
 	d.keys = keys;
 	d.n = n;
 	d.stale = (flags & FDISC_STALE) != 0;
+	if (v->p != NULL && !f->stopping && err != TERN_ECANCELED &&
+	    v->p->st == P_VERIFYING && v->p->conn != NULL) {
+		struct peer *p = v->p;
+		bool listed = false;
+		size_t i;
+
+		for (i = 0; err == 0 && i < n; i++)
+			listed |= sodium_memcmp(keys[i], v->key, 32) == 0;
+		if (sodium_memcmp(v->key, f->pub, 32) == 0) {
+			/* One of the domain's targets is this node (we are
+			 * its backup relay): not a way to it. */
+			net_conn_close(p->conn, TERN_EAUTH);
+			free(v);
+			fed_op_done(f);
+			return;
+		}
+		if (!listed && out_maybe_relay(p, v->key, err, keys, n,
+		    d.stale) == 1) {
+			free(v);
+			fed_op_done(f);
+			return;
+		}
+	}
 	if (f->stopping || err == TERN_ECANCELED)
 		r = TERN_ECANCELED;
 	else
@@ -812,14 +1175,20 @@ out_message(struct net_conn *c, const uint8_t *buf, size_t len)
 			uint64_t now = wall_ms(), t = m.u.fed_welcome.time_ms;
 			p->st = P_UP;
 			p->fails = 0;
-			p->ti = 0;
-			p->last_tx = uv_now(f->loop);
+			p->last_tx = p->up_since = uv_now(f->loop);
 			f->st.links_up++;
 			if ((now > t ? now - t : t - now) > 5 * 60 * 1000)
 				log_warn("federation: %s's clock is %lld s "
 				    "off ours", p->domain, (long long)
 				    ((int64_t)(t - now) / 1000));
-			log_info("federation: link to %s up", p->domain);
+			if (p->relay)
+				log_info("federation: link to %s's backup relay "
+				    "at %s:%u up (the domain's node did not "
+				    "answer)", p->domain, p->tg[p->ti].addr,
+				    p->tg[p->ti].port);
+			else
+				log_info("federation: link to %s up",
+				    p->domain);
 			(void)uv_timer_start(&p->timer, peer_timer_cb,
 			    FED_KEEPALIVE_MS, 0);
 			peer_send_fwds(p);
@@ -854,7 +1223,7 @@ out_message(struct net_conn *c, const uint8_t *buf, size_t len)
 	case MSG_FED_RESP: {
 		struct fwd **pp, *w;
 		for (pp = &p->fwds; (w = *pp) != NULL; pp = &w->next)
-			if (w->req == m.req)
+			if (w->req == m.req && w->cb != NULL)
 				break;
 		if (w == NULL)
 			return 0; /* late, after its deadline */
@@ -913,12 +1282,15 @@ peer_lost(struct peer *p, int err)
 	struct fed *f = p->f;
 	size_t k;
 	struct fwd *w;
+	bool was_up = p->st == P_UP, idle = p->relay_idle;
 
-	if (p->st == P_UP) {
+	if (was_up) {
 		f->st.links_up--;
-		log_info("federation: link to %s lost: %s", p->domain,
-		    tern_strerror(err));
+		if (!idle)
+			log_info("federation: link to %s lost: %s", p->domain,
+			    tern_strerror(err));
 	}
+	p->relay = p->relay_idle = false;
 	for (k = 0; k < p->ninfl; k++) {
 		const struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
 		if (!x->answered && x->seq - 1 < p->last_seq)
@@ -933,20 +1305,45 @@ peer_lost(struct peer *p, int err)
 	for (w = p->fwds; w != NULL; w = w->next)
 		w->req = 0;
 	uv_timer_stop(&p->timer);
-	if (f->stopping) {
-		p->st = P_IDLE;
+	p->st = P_IDLE;
+	if (f->stopping)
+		return;
+	if (idle) {
+		/* We closed a relay link on purpose: not a failure. */
+		if (p->queued || p->fwds != NULL)
+			peer_connect(p);
 		return;
 	}
+	/* This attempt goes on with the next target, if there is one. */
+	if (!was_up && peer_next_target(p))
+		return;
 	p->fails++;
 	if (p->queued || p->fwds != NULL)
 		peer_backoff(p);
-	else
-		p->st = P_IDLE;
 	if (p->fails > 3)
 		peer_fail_fwds(p, TERN_EUNREACH, false);
 }
 
-static void
+/*
+ * peer_next_target: dials the next SRV target of this attempt (13.3,
+ * 13.5); false when none is left (or there is nothing to send).
+ */
+static bool
+peer_next_target(struct peer *p)
+{
+	while (p->stat == NULL && p->ti + 1 < p->ntg && !p->f->stopping &&
+	    (p->queued || p->fwds != NULL)) {
+		p->ti++;
+		if (peer_dial(p, p->tg[p->ti].addr, p->tg[p->ti].port,
+		    NULL) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* peer_dial: one target; 0, or the error (logged) if it cannot even
+ * start (the caller moves on or backs off). */
+static int
 peer_dial(struct peer *p, const char *host, uint16_t port, const uint8_t *rs)
 {
 	struct fed *f = p->f;
@@ -959,13 +1356,25 @@ peer_dial(struct peer *p, const char *host, uint16_t port, const uint8_t *rs)
 	if (r != 0) {
 		log_warn("federation: connecting to %s at %s:%u: %s",
 		    p->domain, host, port, tern_strerror(r));
-		p->fails++;
-		peer_backoff(p);
-		return;
+		return r;
 	}
 	((struct fconn *)net_conn_data(c))->p = p;
 	p->conn = c;
 	p->st = P_CONNECTING;
+	return 0;
+}
+
+/* peer_dial_first: the first target of an attempt, else the next ones;
+ * backs off when none can be dialed. */
+static void
+peer_dial_first(struct peer *p, const char *host, uint16_t port,
+    const uint8_t *rs)
+{
+	if (peer_dial(p, host, port, rs) == 0 || peer_next_target(p))
+		return;
+	p->st = P_IDLE;
+	p->fails++;
+	peer_backoff(p);
 }
 
 static void
@@ -994,14 +1403,11 @@ lookup_cb(void *arg, int err, const struct dns_target *t, size_t n,
 	}
 	p->ntg = n < FED_TARGETS_MAX ? n : FED_TARGETS_MAX;
 	memcpy(p->tg, t, p->ntg * sizeof(t[0]));
-	if (p->ti >= p->ntg)
-		p->ti = 0;
-	/* Each attempt the next target, RFC 2782 order, round again. */
-	{
-		const struct dns_target *tt = &p->tg[p->ti];
-		p->ti = (p->ti + 1) % p->ntg;
-		peer_dial(p, tt->addr, tt->port, NULL);
-	}
+	/* Each attempt walks the targets in RFC 2782 order from the first
+	 * (the domain's node before its backup relays) until one answers;
+	 * peer_lost moves on to the next. */
+	p->ti = 0;
+	peer_dial_first(p, p->tg[0].addr, p->tg[0].port, NULL);
 }
 
 static void
@@ -1013,7 +1419,7 @@ peer_connect(struct peer *p)
 	if (p->st != P_IDLE || f->stopping)
 		return;
 	if (p->stat != NULL) {
-		peer_dial(p, p->stat->host, p->stat->port,
+		peer_dial_first(p, p->stat->host, p->stat->port,
 		    p->stat->pinned ? p->stat->key : NULL);
 		return;
 	}
@@ -1075,14 +1481,13 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	struct infl *x;
 
 	if (p == NULL || p->st != P_UP || p->conn == NULL || p->queued ||
-	    p->fetching || p->paused || p->ninfl >= FED_WINDOW ||
-	    seq <= p->last_seq) {
+	    p->fetching || p->paused || p->relay_idle ||
+	    p->ninfl >= FED_WINDOW || seq <= p->last_seq) {
 		fed_kick(f, domain);
 		return;
 	}
 	m.req = peer_req(p);
-	m.u.fed_env = *e;
-	if (fed_write(p->conn, &m) != 0) {
+	if (peer_write_env(p, m.req, e, NULL) != 0) {
 		fed_kick(f, domain);
 		return;
 	}
@@ -1101,7 +1506,9 @@ fed_send_now(struct fed *f, const char *domain, const struct msg_fed_env *e)
 	struct peer *p = peer_find(f, domain, false);
 	struct msg m = {.type = MSG_FED_ENV};
 
-	if (p == NULL || p->st != P_UP || p->conn == NULL)
+	/* A relay does not hold ephemeral envelopes: dropped (13.5). */
+	if (p == NULL || p->st != P_UP || p->conn == NULL || p->relay ||
+	    p->relay_idle)
 		return TERN_EUNREACH;
 	m.req = peer_req(p);
 	m.u.fed_env = *e;
@@ -1125,7 +1532,8 @@ fed_forward(struct fed *f, const char *domain, const char *requester,
 	int r;
 
 	if (req->type != MSG_DEVICE_LIST && req->type != MSG_PROFILE_GET &&
-	    req->type != MSG_BUNDLE_GET && req->type != MSG_PRESENCE_SUB)
+	    req->type != MSG_BUNDLE_GET && req->type != MSG_PRESENCE_SUB &&
+	    req->type != MSG_PRESENCE_UNSUB)
 		return TERN_EINVAL;
 	if ((r = msg_encode(req, inner, sizeof(inner), &ilen)) != 0)
 		return r;
@@ -1162,6 +1570,63 @@ fed_forward(struct fed *f, const char *domain, const char *requester,
 		/* Known to be down: answered (ETIMEOUT) at the next tick,
 		 * rather than making the client wait the whole deadline. */
 		w->deadline = uv_now(f->loop);
+	return 0;
+}
+
+int
+fed_push_presence(struct fed *f, const char *domain,
+    const struct msg_fed_presence *pr)
+{
+	struct msg m = {.type = MSG_FED_PRESENCE};
+	struct peer *p;
+	struct fwd *w;
+	size_t olen;
+
+	if (f->stopping)
+		return TERN_ECLOSED;
+	if ((p = peer_find(f, domain, true)) == NULL)
+		return TERN_ENOMEM;
+	/* A domain we are backing off from would only hold it until it
+	 * is stale; its subscriptions renew (and so refresh) anyway. */
+	if (p->st == P_BACKOFF)
+		return TERN_EUNREACH;
+	{
+		size_t n = 0;
+		for (w = p->fwds; w != NULL; w = w->next)
+			n++;
+		if (n >= FED_PUSH_PENDING_MAX)
+			return TERN_EBUSY;
+	}
+	m.u.fed_presence = *pr;
+	if (p->relay)
+		return TERN_EUNREACH; /* a backup relay knows no one there */
+	if (p->st == P_UP && p->conn != NULL) {
+		m.req = peer_req(p);
+		if (fed_write(p->conn, &m) != 0)
+			return TERN_EUNREACH;
+		p->last_tx = uv_now(f->loop);
+		return 0;
+	}
+	/* Not up yet: kept with the relayed requests, written (in order)
+	 * once the link is, dropped at the usual deadline if it never is. */
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return TERN_ENOMEM;
+	olen = msg_encoded_size(&m);
+	if (olen == 0 || (w->msg = malloc(olen)) == NULL ||
+	    msg_encode(&m, w->msg, olen, &w->len) != 0) {
+		free(w->msg);
+		free(w);
+		return TERN_EINVAL;
+	}
+	w->deadline = uv_now(f->loop) + FED_FORWARD_TIMEOUT_MS;
+	{
+		struct fwd **pp = &p->fwds;
+		while (*pp != NULL)
+			pp = &(*pp)->next;
+		*pp = w;
+	}
+	if (p->st == P_IDLE)
+		peer_connect(p);
 	return 0;
 }
 
@@ -1265,17 +1730,28 @@ in_hello(struct fin *in, const struct msg *m)
 	}
 	if (h->to_domain.len != strlen(f->domain) ||
 	    strncasecmp(h->to_domain.p, f->domain, h->to_domain.len) != 0) {
-		fed_error(in->conn, m->req, TERN_EUNREACH, "that domain is not "
-		    "served here");
-		return TERN_EUNREACH;
+		char want[IDENT_DOMAIN_MAX + 1];
+		snprintf(want, sizeof(want), "%.*s", (int)h->to_domain.len,
+		    h->to_domain.p);
+		if (!fed_relaying(f, want)) {
+			fed_error(in->conn, m->req, TERN_EUNREACH, "that "
+			    "domain is not served here");
+			return TERN_EUNREACH;
+		}
+		/* A domain we are a backup relay for (13.5). */
+		lower(want);
+		snprintf(in->relay_dom, sizeof(in->relay_dom), "%s", want);
 	}
 	snprintf(in->domain, sizeof(in->domain), "%.*s", (int)h->domain.len,
 	    h->domain.p);
 	for (char *c = in->domain; *c; c++)
 		if (*c >= 'A' && *c <= 'Z')
 			*c = (char)(*c - 'A' + 'a');
-	if (strcmp(in->domain, f->domain) == 0) {
-		fed_error(in->conn, m->req, TERN_EAUTH, "that is our domain");
+	if (strcmp(in->domain, f->domain) == 0 ||
+	    strcmp(in->domain, in->relay_dom) == 0) {
+		fed_error(in->conn, m->req, TERN_EAUTH, in->relay_dom[0] ?
+		    "that domain's own node does not go through its relay" :
+		    "that is our domain");
 		return TERN_EAUTH;
 	}
 	in->hello_req = m->req;
@@ -1366,7 +1842,8 @@ in_req(struct fin *in, const struct msg *m)
 		return 0;
 	}
 	if (inner.type != MSG_DEVICE_LIST && inner.type != MSG_PROFILE_GET &&
-	    inner.type != MSG_BUNDLE_GET && inner.type != MSG_PRESENCE_SUB) {
+	    inner.type != MSG_BUNDLE_GET && inner.type != MSG_PRESENCE_SUB &&
+	    inner.type != MSG_PRESENCE_UNSUB) {
 		fed_error(in->conn, m->req, TERN_ETYPE, "not a relayable "
 		    "request");
 		return 0;
@@ -1387,6 +1864,33 @@ in_req(struct fin *in, const struct msg *m)
 		fed_error(in->conn, m->req, r, NULL);
 	}
 	return 0;
+}
+
+/* in_presence: a push, never answered (13.6). One about a user of
+ * another domain than the link's, or for a viewer not ours, is dropped
+ * and logged: the link stays, as for any single bad request. */
+static void
+in_presence(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_presence *pr = &m->u.fed_presence;
+	char d[IDENT_DOMAIN_MAX + 1];
+
+	if (addr_domain(&pr->user, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, in->domain) != 0) {
+		f->st.auth_refused_total++;
+		log_warn("federation: %s sent the presence of %.*s: dropped",
+		    in->domain, (int)pr->user.len, pr->user.p);
+		return;
+	}
+	if (addr_domain(&pr->to, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, f->domain) != 0) {
+		log_warn("federation: %s sent a presence for %.*s, not ours: "
+		    "dropped", in->domain, (int)pr->to.len, pr->to.p);
+		return;
+	}
+	if (f->hooks.presence != NULL)
+		f->hooks.presence(f->hooks.srv, pr);
 }
 
 static void
@@ -1433,6 +1937,467 @@ fin_unlink(struct fin *in)
 	in->conn = NULL;
 }
 
+/* --- FED_RENV: signed envelopes, maybe through a backup relay (13.5) ---- */
+
+/* A FED_RENV for our domain waiting in its link's queue for its checks;
+ * its fields point into data. */
+struct renv_job {
+	uint32_t req;               /* the FED_RENV's */
+	struct msg_fed_renv re;     /* the envelope and its signature */
+	char origin[IDENT_DOMAIN_MAX + 1]; /* from's domain */
+	size_t size;                /* counted in the fin's rq_bytes */
+	struct renv_job *next;
+	uint8_t data[];             /* from, to, payload */
+};
+
+/* One asynchronous check of a queue's head; holds a ref on the fin. */
+struct renv_check {
+	struct fin *in;
+};
+
+static void renv_drain(struct fin *in);
+
+/* in_take_token: the inbound rate limit (FED_IN_RATE), as for FED_ENV. */
+static bool
+in_take_token(struct fin *in, uint32_t req)
+{
+	struct fed *f = in->f;
+	uint64_t now = uv_now(f->loop);
+
+	in->tokens += (double)(now - in->tokens_ms) * FED_IN_RATE / 1000.0;
+	if (in->tokens > FED_IN_BURST)
+		in->tokens = FED_IN_BURST;
+	in->tokens_ms = now;
+	if (in->tokens < 1.0) {
+		f->st.rate_limited_total++;
+		fed_error(in->conn, req, TERN_EBUSY, "too many envelopes from "
+		    "your domain; slow down");
+		return false;
+	}
+	in->tokens -= 1.0;
+	return true;
+}
+
+/* renv_refuse: a FED_RENV that fails a check: EAUTH, counted, logged
+ * with who relayed it and why. */
+static void
+renv_refuse(struct fin *in, uint32_t req, const struct msg_fed_env *e,
+    const char *why)
+{
+	struct fed *f = in->f;
+	char fp[2 * KTRUST_FP_LEN + 1];
+
+	ktrust_fingerprint(in->key, fp);
+	f->st.relay_refused_total++;
+	f->st.auth_refused_total++;
+	log_warn("federation: refused an envelope from %.*s that %s (key "
+	    "%s...) brought: %s", (int)e->from.len, e->from.p, in->domain,
+	    fp, why);
+	if (in->conn != NULL)
+		fed_error(in->conn, req, TERN_EAUTH, why);
+}
+
+/* --- as a backup relay: store it for its domain ------------------------ */
+
+struct relay_ctx {
+	struct fin *in;
+	uint32_t req;
+	char domain[IDENT_DOMAIN_MAX + 1]; /* the relayed domain */
+};
+
+static void
+relay_stored(void *arg, int status, const struct store_result *res)
+{
+	struct relay_ctx *x = arg;
+	struct fin *in = x->in;
+	struct fed *f = in->f;
+
+	(void)res;
+	if (in->conn != NULL) {
+		if (status == 0) {
+			struct msg m = {.type = MSG_OK, .req = x->req};
+			(void)fed_write(in->conn, &m);
+		} else {
+			fed_error(in->conn, x->req, status, status ==
+			    TERN_EBUSY ? "this relay's queue is full" : NULL);
+		}
+	}
+	if (status == 0 && !f->stopping) {
+		f->st.relayed_in_total++;
+		/* Sent on when the domain's node can be reached. */
+		fed_kick(f, x->domain);
+	}
+	free(x);
+	fin_put(in);
+	fed_op_done(f);
+}
+
+/*
+ * relay_take: a FED_RENV on a link that asked for a domain we relay for.
+ * The origin is the link's node and signs with the key it proved, so the
+ * signature is checked against that key here, and nothing unsigned or
+ * altered is ever stored; then it goes durably into our outbound queue
+ * for the domain, the signature with it, before OK.
+ */
+static void
+relay_take(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_renv *re = &m->u.fed_renv;
+	const struct msg_fed_env *e = &re->env;
+	char d[IDENT_DOMAIN_MAX + 1], to[IDENT_ADDR_MAX + 1];
+	char from[IDENT_ADDR_MAX + 1];
+	struct store_fed_in q = {0};
+	struct relay_ctx *x;
+	int r;
+
+	if (addr_domain(&e->from, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, in->domain) != 0) {
+		/* A relay takes envelopes from their origin only. */
+		renv_refuse(in, m->req, e, "sender not in your domain");
+		return;
+	}
+	if (addr_domain(&e->to, d, sizeof(d)) == NULL ||
+	    strcmp(d, in->relay_dom) != 0) {
+		fed_error(in->conn, m->req, TERN_EUNREACH, "recipient's domain "
+		    "is not the one this link is for");
+		return;
+	}
+	if (e->class == MSG_CLASS_EPHEMERAL) {
+		fed_error(in->conn, m->req, TERN_EUNREACH, "a relay does not "
+		    "hold ephemeral envelopes");
+		return;
+	}
+	if (nodesig_env_verify(in->key, e, re->sig) != 0) {
+		renv_refuse(in, m->req, e, "bad origin signature");
+		return;
+	}
+	if (!in_take_token(in, m->req))
+		return;
+	if ((x = calloc(1, sizeof(*x))) == NULL) {
+		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
+		return;
+	}
+	snprintf(to, sizeof(to), "%.*s", (int)e->to.len, e->to.p);
+	snprintf(from, sizeof(from), "%.*s", (int)e->from.len, e->from.p);
+	x->in = in;
+	x->req = m->req;
+	snprintf(x->domain, sizeof(x->domain), "%s", in->relay_dom);
+	q.dest_domain = x->domain;
+	memcpy(q.env_id, e->id, MSG_ID_LEN);
+	q.to_addr = to;
+	q.to_device = e->to_device;
+	q.cls = e->class;
+	q.sender_user = 0;
+	q.sender_addr = from;
+	q.sender_device = e->from_device;
+	q.sent_ms = (int64_t)e->timestamp_ms;
+	/* Signed: sent on as the origin gave it. The expiry is ours. */
+	q.received_ms = (int64_t)e->received_ms;
+	q.expires_ms = (int64_t)(wall_ms() + f->retention_ms);
+	q.payload = e->payload.p;
+	q.payload_len = e->payload.len;
+	q.sig = re->sig;
+	if ((r = store_fed_enqueue(f->store, &q, relay_stored, x)) != 0) {
+		free(x);
+		fed_error(in->conn, m->req, r, NULL);
+		return;
+	}
+	in->refs++;
+	f->pending++;
+	f->st.received_total++;
+}
+
+/* --- as the domain's node: check, then deliver ------------------------- */
+
+static void
+renv_pop(struct fin *in)
+{
+	struct renv_job *j = in->rq_head;
+
+	in->rq_head = j->next;
+	if (in->rq_head == NULL)
+		in->rq_tail = NULL;
+	in->rq_bytes -= j->size;
+	free(j);
+	fin_put(in);
+}
+
+/* renv_done: the head's checks are over: err 0 (deliver it) or a
+ * refusal with why; then the next one. */
+static void
+renv_done(struct fin *in, int err, const char *why)
+{
+	struct fed *f = in->f;
+	struct renv_job *j = in->rq_head;
+	struct env_ctx *x;
+	int r;
+
+	if (in->conn == NULL || f->stopping) {
+		renv_pop(in);
+		return;
+	}
+	if (err != 0) {
+		renv_refuse(in, j->req, &j->re.env, why);
+		renv_pop(in);
+		return;
+	}
+	if ((x = malloc(sizeof(*x))) == NULL) {
+		fed_error(in->conn, j->req, TERN_ENOMEM, NULL);
+		renv_pop(in);
+		return;
+	}
+	x->in = in;
+	x->req = j->req;
+	in->refs++;
+	/* The server copies what it keeps before this returns. */
+	if ((r = f->hooks.deliver(f->hooks.srv, &j->re.env, in_env_done,
+	    x)) != 0) {
+		in->refs--;
+		free(x);
+		fed_error(in->conn, j->req, r, NULL);
+	}
+	renv_pop(in);
+}
+
+/* renv_sig_by: whether the head's signature verifies under one of keys
+ * that may speak for its origin domain by the trust rules (13.4). */
+static bool
+renv_sig_by(struct fin *in, const uint8_t (*keys)[32], size_t n,
+    const struct ktrust_dns *dns)
+{
+	struct fed *f = in->f;
+	struct renv_job *j = in->rq_head;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (nodesig_env_verify(keys[i], &j->re.env, j->re.sig) == 0 &&
+		    ktrust_check(f->kt, j->origin, keys[i], dns, NULL, 0) == 0)
+			return true;
+	return false;
+}
+
+static void
+renv_keys_cb(void *arg, int err, const uint8_t (*keys)[FDISC_KEY_LEN],
+    size_t n, unsigned flags, const char *detail)
+{
+	struct renv_check *c = arg;
+	struct fin *in = c->in;
+	struct fed *f = in->f;
+	struct ktrust_dns d = {0};
+	uint8_t mem[KTRUST_MAX_KEYS][32];
+	size_t nm = 0;
+	bool ok;
+
+	(void)detail;
+	free(c);
+	in->rq_busy = false;
+	if (f->stopping || err == TERN_ECANCELED || in->conn == NULL) {
+		renv_pop(in);
+		renv_drain(in); /* the link is gone: drops the rest */
+		goto out;
+	}
+	d.err = err;
+	d.keys = keys;
+	d.n = n;
+	d.stale = (flags & FDISC_STALE) != 0;
+	/* The keys DNS lists, then those remembered (which count only
+	 * while DNS gives no usable answer: ktrust_check decides). */
+	ok = err == 0 && renv_sig_by(in, keys, n, &d);
+	if (!ok && store_peer_keys_load(f->store, in->rq_head->origin, mem,
+	    KTRUST_MAX_KEYS, &nm) == 0)
+		ok = renv_sig_by(in, (const uint8_t (*)[32])mem, nm, &d);
+	renv_done(in, ok ? 0 : TERN_EAUTH, "bad origin signature (no key "
+	    "that may speak for the sender's domain verifies it)");
+	renv_drain(in);
+out:
+	fin_put(in);
+	fed_op_done(f);
+}
+
+/* renv_origin_check: the link may relay; now the origin's signature. */
+static void
+renv_origin_check(struct fin *in)
+{
+	struct fed *f = in->f;
+	struct renv_job *j = in->rq_head;
+	const struct fstatic *s = fed_static(f, j->origin);
+	struct renv_check *c;
+
+	if (s != NULL && s->pinned) {
+		renv_done(in, nodesig_env_verify(s->key, &j->re.env,
+		    j->re.sig) == 0 ? 0 : TERN_EAUTH, "bad origin signature "
+		    "(not by the key pinned for the sender's domain)");
+		return;
+	}
+	if ((c = malloc(sizeof(*c))) == NULL) {
+		renv_done(in, TERN_EAUTH, "out of memory");
+		return;
+	}
+	c->in = in;
+	if (fdisc_keys(f->disc, j->origin, renv_keys_cb, c) != 0) {
+		free(c);
+		renv_done(in, TERN_EAUTH, "cannot look up the sender's "
+		    "domain's keys");
+		return;
+	}
+	in->rq_busy = true;
+	in->refs++;
+	f->pending++;
+}
+
+static void
+renv_relays_cb(void *arg, int err, const struct fdisc_relay *rl, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct renv_check *c = arg;
+	struct fin *in = c->in;
+	struct fed *f = in->f;
+	bool listed = false;
+	size_t i;
+
+	(void)flags;
+	(void)detail;
+	free(c);
+	in->rq_busy = false;
+	if (f->stopping || err == TERN_ECANCELED || in->conn == NULL) {
+		renv_pop(in);
+		renv_drain(in); /* the link is gone: drops the rest */
+		goto out;
+	}
+	for (i = 0; err == 0 && i < n; i++)
+		listed |= sodium_memcmp(rl[i].key, in->key, 32) == 0;
+	if (listed)
+		renv_origin_check(in);
+	else
+		renv_done(in, TERN_EAUTH, "unauthorized relay (its key is not "
+		    "in our TXT _tern-relay record)");
+	if (!in->rq_busy)
+		renv_drain(in);
+out:
+	fin_put(in);
+	fed_op_done(f);
+}
+
+/*
+ * renv_drain: checks the queue's head, and the next, in arrival order,
+ * until one waits for DNS. The origin itself (from in the link's domain)
+ * signs with the key the link proved; anything else must come from one
+ * of our authorized backup relays ([federation] relays, else TXT
+ * _tern-relay of our domain) and be signed by a key that may speak for
+ * the sender's domain.
+ */
+static void
+renv_drain(struct fin *in)
+{
+	struct fed *f = in->f;
+	struct renv_job *j;
+	struct renv_check *c;
+	size_t i;
+
+	while ((j = in->rq_head) != NULL && !in->rq_busy) {
+		if (in->conn == NULL || f->stopping) {
+			renv_pop(in);
+			continue;
+		}
+		if (strcmp(j->origin, in->domain) == 0) {
+			renv_done(in, nodesig_env_verify(in->key, &j->re.env,
+			    j->re.sig) == 0 ? 0 : TERN_EAUTH,
+			    "bad origin signature");
+			continue;
+		}
+		if (f->nrelays > 0) {
+			bool pinned = false;
+			for (i = 0; i < f->nrelays; i++)
+				pinned |= sodium_memcmp(f->relays[i].key,
+				    in->key, 32) == 0;
+			if (!pinned)
+				renv_done(in, TERN_EAUTH, "unauthorized relay "
+				    "(its key is not in our [federation] "
+				    "relays)");
+			else
+				renv_origin_check(in);
+			continue;
+		}
+		if ((c = malloc(sizeof(*c))) != NULL)
+			c->in = in;
+		if (c == NULL ||
+		    fdisc_relays(f->disc, f->domain, renv_relays_cb, c) != 0) {
+			free(c);
+			renv_done(in, TERN_EAUTH, "cannot look up our relays");
+			continue;
+		}
+		in->rq_busy = true;
+		in->refs++;
+		f->pending++;
+	}
+}
+
+/* in_renv: a FED_RENV (13.5). */
+static int
+in_renv(struct fin *in, const struct msg *m)
+{
+	struct fed *f = in->f;
+	const struct msg_fed_env *e = &m->u.fed_renv.env;
+	char d[IDENT_DOMAIN_MAX + 1];
+	struct renv_job *j;
+	size_t size;
+	uint8_t *cur;
+
+	if (in->relay_dom[0] != '\0') {
+		relay_take(in, m);
+		return 0;
+	}
+	if (addr_domain(&e->to, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, f->domain) != 0) {
+		fed_error(in->conn, m->req, TERN_EUNREACH, "recipient's domain "
+		    "is not served here");
+		return 0;
+	}
+	if (addr_domain(&e->from, d, sizeof(d)) == NULL ||
+	    strcasecmp(d, f->domain) == 0) {
+		renv_refuse(in, m->req, e, "sender in our own domain");
+		return 0;
+	}
+	size = sizeof(*j) + e->from.len + e->to.len + e->payload.len;
+	if (in->rq_bytes + size > FED_RENV_HELD_MAX) {
+		fed_error(in->conn, m->req, TERN_EBUSY, "too many signed "
+		    "envelopes waiting for their checks; slow down");
+		return 0;
+	}
+	if (!in_take_token(in, m->req))
+		return 0;
+	if ((j = calloc(1, size)) == NULL) {
+		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
+		return 0;
+	}
+	j->req = m->req;
+	j->size = size;
+	j->re = m->u.fed_renv;
+	lower(d);
+	snprintf(j->origin, sizeof(j->origin), "%s", d);
+	cur = j->data;
+	memcpy(cur, e->from.p, e->from.len);
+	j->re.env.from.p = (const char *)cur;
+	cur += e->from.len;
+	memcpy(cur, e->to.p, e->to.len);
+	j->re.env.to.p = (const char *)cur;
+	cur += e->to.len;
+	if (e->payload.len > 0)
+		memcpy(cur, e->payload.p, e->payload.len);
+	j->re.env.payload.p = cur;
+	if (in->rq_tail != NULL)
+		in->rq_tail->next = j;
+	else
+		in->rq_head = j;
+	in->rq_tail = j;
+	in->rq_bytes += size;
+	in->refs++; /* the job's */
+	f->st.received_total++;
+	renv_drain(in);
+	return 0;
+}
+
 static int
 in_message(struct net_conn *c, const uint8_t *buf, size_t len)
 {
@@ -1463,11 +2428,24 @@ in_message(struct net_conn *c, const uint8_t *buf, size_t len)
 		fed_error(c, m.req, TERN_EAUTH, "hello first");
 		return 0;
 	}
+	if (in->relay_dom[0] != '\0' && m.type != MSG_FED_RENV &&
+	    m.type != MSG_ERROR && m.type != MSG_PONG) {
+		/* Asked for a domain we only relay for: we hold signed
+		 * envelopes for it and nothing else (13.5). */
+		fed_error(c, m.req, TERN_EUNREACH, "this node is only a backup "
+		    "relay for that domain: it takes FED_RENV only");
+		return 0;
+	}
 	switch (m.type) {
+	case MSG_FED_RENV:
+		return in_renv(in, &m);
 	case MSG_FED_ENV:
 		return in_env(in, &m);
 	case MSG_FED_REQ:
 		return in_req(in, &m);
+	case MSG_FED_PRESENCE:
+		in_presence(in, &m);
+		return 0;
 	case MSG_ERROR:
 	case MSG_PONG:
 		return 0;
@@ -1487,6 +2465,7 @@ in_closed(struct net_conn *c, int err)
 		return;
 	fin_unlink(in);
 	fc->in = NULL;
+	renv_drain(in); /* FED_RENV not yet checked: dropped, sent again */
 	fin_put(in);
 }
 
@@ -1557,6 +2536,34 @@ ks_save(void *ctx, const char *domain, const uint8_t key[KTRUST_KEY_LEN])
 	    NULL, NULL);
 }
 
+/* fed_hello_relay: a link to one of our backup relays' domains: its
+ * FED_HELLO tells it we are up (13.5). */
+static void
+fed_hello_relay(struct fed *f, const char *domain)
+{
+	struct peer *p;
+
+	if (strcmp(domain, f->domain) == 0 ||
+	    (p = peer_find(f, domain, true)) == NULL)
+		return;
+	peer_connect(p);
+}
+
+static void
+start_relays_cb(void *arg, int err, const struct fdisc_relay *rl, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct fed *f = arg;
+	size_t i;
+
+	(void)flags;
+	(void)detail;
+	if (!f->stopping && err == 0)
+		for (i = 0; i < n; i++)
+			fed_hello_relay(f, rl[i].domain);
+	fed_op_done(f);
+}
+
 int
 fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
     const struct fed_config *cfg, const struct fed_hooks *hooks,
@@ -1580,7 +2587,15 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	f->hooks = *hooks;
 	snprintf(f->domain, sizeof(f->domain), "%s", cfg->domain);
 	memcpy(f->priv, cfg->priv, 32);
-	if ((r = fed_parse_peers(f, cfg->peers)) != 0)
+	f->retention_ms = cfg->retention_ms != 0 ? cfg->retention_ms :
+	    7ull * 24 * 3600 * 1000;
+	if (crypto_scalarmult_curve25519_base(f->pub, f->priv) != 0) {
+		r = TERN_EKEY;
+		goto fail;
+	}
+	if ((r = fed_parse_peers(f, cfg->peers)) != 0 ||
+	    (r = fed_parse_relay_for(f, cfg->relay_for)) != 0 ||
+	    (r = fed_parse_relays(f, cfg->relays)) != 0)
 		goto fail;
 	colon = strrchr(cfg->listen, ':');
 	if (colon == NULL || (size_t)(colon - cfg->listen) >= sizeof(host)) {
@@ -1644,6 +2659,19 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 				peer_connect(p);
 		}
 	}
+	/* And to our backup relays, so that they hand over what they hold
+	 * for us now (13.5). */
+	if (f->nrelays > 0) {
+		size_t i;
+		for (i = 0; i < f->nrelays; i++)
+			fed_hello_relay(f, f->relays[i].domain);
+	} else if (fdisc_relays(f->disc, f->domain, start_relays_cb, f) ==
+	    0) {
+		f->pending++;
+	}
+	if (f->nrelay_for > 0)
+		log_info("federation: a backup relay for %zu domain(s), "
+		    "first %s", f->nrelay_for, f->relay_for[0]);
 	log_info("federation: %s on %s:%u, %zu static routes", f->domain,
 	    host, net_listener_port(f->lis), f->nstat);
 	*out = f;
@@ -1744,6 +2772,7 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 		((struct fconn *)net_conn_data(c))->in = NULL;
 		fin_unlink(in);
 		net_conn_close(c, TERN_ECLOSED);
+		renv_drain(in);
 		fin_put(in);
 	}
 	for (p = f->peers; p != NULL; p = next) {

@@ -11,6 +11,12 @@
  * remote envelope meets exactly the checks and the delivery path of a
  * local SEND.
  *
+ * Backup relays (SPEC.md 13.5): an attempt walks the domain's SRV
+ * targets in order; one whose key the domain lists in TXT _tern-relay
+ * gets our envelopes signed (FED_RENV). As a relay (relay_for) fed keeps
+ * what it takes for such a domain in the outbound queue and hands it to
+ * that domain's own node only.
+ *
  * Links carry requests one way (13.1): we open one to each domain we have
  * something for; the other node opens its own to us. A link is kept while
  * there is traffic and for a while after (keepalive PINGs), retried with
@@ -38,6 +44,15 @@
 #define FED_KEEPALIVE_MS 30000
 #define FED_FORWARD_TIMEOUT_MS 10000 /* a relayed request's answer */
 #define FED_PEERS_MAX 4096          /* domains we keep link state for */
+#define FED_RELAY_FOR_MAX 64        /* domains one node relays for */
+#define FED_RELAY_PINS_MAX 16       /* [federation] relays entries */
+#define FED_RELAY_RECHECK_MS 60000  /* a link to a backup relay is closed
+                                       after this, so the next attempt
+                                       tries the domain's node first */
+#define FED_RENV_HELD_MAX (16u << 20) /* bytes of FED_RENV one inbound
+                                       link may have waiting for their
+                                       checks; beyond, EBUSY */
+#define FED_PUSH_PENDING_MAX 4096   /* requests + pushes waiting per link */
 
 struct fed;
 
@@ -48,6 +63,12 @@ struct fed_config {
 	const char *peers;          /* static routes, or NULL/"none" */
 	const char *dns_servers;    /* NULL/"system", or "IP[:PORT],..." */
 	uint32_t dns_timeout_ms;    /* 0: the resolver's default */
+	uint64_t retention_ms;      /* how long envelopes we relay for
+	                               another domain are kept (13.5) */
+	const char *relay_for;      /* "D1,D2": domains we are a backup
+	                               relay for, or NULL/"none" */
+	const char *relays;         /* "DOMAIN/KEY,...": our own backup
+	                               relays, or NULL/"none": DNS's */
 };
 
 /* What the server does for fed (all called on the loop thread). */
@@ -67,6 +88,9 @@ struct fed_hooks {
 	/* notice_wake: a notice was queued for (user_id, device_id): fetch
 	 * it if that device is connected. */
 	void (*notice_wake)(void *srv, int64_t user_id, uint32_t device_id);
+	/* presence: FED_PRESENCE from a link, its user checked to be in
+	 * the link's domain and its viewer (to) in ours. May be NULL. */
+	void (*presence)(void *srv, const struct msg_fed_presence *p);
 	void *srv;
 };
 
@@ -120,6 +144,17 @@ int fed_forward(struct fed *f, const char *domain, const char *requester,
     const struct msg *req, void (*cb)(void *arg, int status,
     const struct msg *resp), void *arg) TERN_WUR;
 
+/*
+ * fed_push_presence: tells domain's node that its user pr->to may now see
+ * pr->user so (SPEC.md 13.6). Written at once on an established link, or
+ * kept until the link is up (opening it) for at most the forwarding
+ * deadline. Never answered. 0, or TERN_EUNREACH (domain being backed off
+ * from), TERN_EBUSY (too much waiting for that link), TERN_ENOMEM: the
+ * push is dropped; the subscription's renewal brings the state later.
+ */
+int fed_push_presence(struct fed *f, const char *domain,
+    const struct msg_fed_presence *pr);
+
 /* Counters for /metrics. */
 struct fed_stats {
 	uint64_t links_up;          /* outbound links established now */
@@ -129,6 +164,9 @@ struct fed_stats {
 	uint64_t received_total;    /* envelopes from other nodes */
 	uint64_t auth_refused_total; /* links refused: wrong key, domain */
 	uint64_t rate_limited_total; /* inbound envelopes refused: EBUSY */
+	uint64_t relayed_in_total;  /* envelopes stored as a backup relay */
+	uint64_t relay_refused_total; /* FED_RENV refused: unauthorized
+	                               relay or bad origin signature */
 };
 void fed_stats(const struct fed *f, struct fed_stats *out);
 

@@ -117,6 +117,62 @@ print_records(const char *domain, uint16_t port, const char *fed_listen,
 	printf("Node key (clients may pin it): %s\n", b64);
 }
 
+/*
+ * print_relay_records: the backup relay records (SPEC.md 13.5) that go
+ * with [federation] relays (ours to publish) and relay_for (each of
+ * those domains publishes ours). Items that do not parse are skipped
+ * here: `ternd run` names them.
+ */
+static void
+print_relay_records(const struct node_config *cfg, const uint8_t pub[32])
+{
+	char item[512], raw[1100], txt[FDISC_RELAY_TEXT_MAX], *slash;
+	const char *p;
+	unsigned long fport = FDISC_DEFAULT_PORT;
+	const char *colon = strrchr(cfg->fed_listen, ':');
+	struct fdisc_relay rl;
+	size_t n;
+
+	if (colon != NULL && strtoul(colon + 1, NULL, 10) > 0 &&
+	    strtoul(colon + 1, NULL, 10) < 65536)
+		fport = strtoul(colon + 1, NULL, 10);
+	for (p = cfg->fed_relays; strcmp(cfg->fed_relays, "none") != 0 &&
+	    *p != '\0'; p += n) {
+		p += strspn(p, " ,");
+		n = strcspn(p, ",");
+		snprintf(item, sizeof(item), "%.*s", (int)n, p);
+		if ((slash = strchr(item, '/')) == NULL)
+			continue;
+		*slash = '\0';
+		snprintf(raw, sizeof(raw), "v=tern1 k=%s d=%s", slash + 1, item);
+		if (fdisc_relay_parse(raw, strlen(raw), &rl) != 0 ||
+		    fdisc_relay_format(rl.key, rl.domain, txt, sizeof(txt)) != 0)
+			continue;
+		printf("; a backup relay of ours ([federation] relays), with an "
+		    "SRV record above\n; at a higher priority number pointing "
+		    "at it:\n%s.%s. 3600 IN TXT \"%s\"\n", FDISC_RELAY_LABEL,
+		    cfg->domain, txt);
+	}
+	for (p = cfg->fed_relay_for; strcmp(cfg->fed_relay_for, "none") != 0 &&
+	    *p != '\0'; p += n) {
+		p += strspn(p, " ,");
+		n = strcspn(p, ",");
+		snprintf(item, sizeof(item), "%.*s", (int)n, p);
+		while (strlen(item) > 0 && item[strlen(item) - 1] == ' ')
+			item[strlen(item) - 1] = '\0';
+		if (item[0] == '\0' ||
+		    fdisc_relay_format(pub, cfg->domain, txt, sizeof(txt)) != 0)
+			continue;
+		printf("; this node is a backup relay for %s ([federation] "
+		    "relay_for): %s\n; publishes these (HOST: this node's host "
+		    "name):\n", item, item);
+		printf("%s.%s. 3600 IN TXT \"%s\"\n", FDISC_RELAY_LABEL, item,
+		    txt);
+		printf("%s.%s. 3600 IN SRV 20 10 %lu HOST.\n", FDISC_SERVICE,
+		    item, fport);
+	}
+}
+
 static int
 cmd_init(int argc, char **argv)
 {
@@ -520,6 +576,7 @@ cmd_dns_records(const char *confpath)
 		return fail("%s", err);
 	sodium_memzero(priv, sizeof(priv));
 	print_records(cfg.domain, cfg.listen_port, cfg.fed_listen, pub);
+	print_relay_records(&cfg, pub);
 	return 0;
 }
 

@@ -94,6 +94,16 @@ static const struct metrics_def metrics_defs[] = {
 	MD(fed_rate_limited_total, MK_COUNTER,
 	    "Envelopes from other domains refused by the per-link rate "
 	    "limit (their node retries)."),
+	MD(fed_presence_watchers, MK_GAUGE,
+	    "Users of other domains watching the presence of users here."),
+	MD(fed_presence_pushed_total, MK_COUNTER,
+	    "Presence changes pushed to other domains' nodes."),
+	MD(fed_relayed_in_total, MK_COUNTER,
+	    "Envelopes for other domains taken and held here as their "
+	    "backup relay."),
+	MD(fed_relay_refused_total, MK_COUNTER,
+	    "Relayed envelopes (FED_RENV) refused: unauthorized relay or "
+	    "bad origin signature."),
 	MD(store_batches_total, MK_COUNTER, "Store transactions committed."),
 	MD(store_requests_total, MK_COUNTER,
 	    "Store requests in those transactions."),

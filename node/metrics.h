@@ -90,6 +90,10 @@ struct metrics {
 	uint64_t fed_received_total;     /* envelopes from other nodes */
 	uint64_t fed_auth_refused_total; /* links refused: key or domain */
 	uint64_t fed_rate_limited_total; /* inbound envelopes refused: EBUSY */
+	uint64_t fed_presence_watchers;  /* other domains' users watching ours */
+	uint64_t fed_presence_pushed_total; /* FED_PRESENCE sent */
+	uint64_t fed_relayed_in_total;   /* envelopes held as a backup relay */
+	uint64_t fed_relay_refused_total; /* FED_RENV refused */
 
 	/* Store. */
 	uint64_t store_batches_total;    /* transactions committed */

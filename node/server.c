@@ -66,6 +66,8 @@
 
 struct session;
 struct nuser;
+struct rview;
+struct rwatch;
 
 /* A presence subscription: session sub watches user target. */
 struct psub {
@@ -78,11 +80,12 @@ struct psub {
 /* What the node knows of a user while anyone is online or watching. */
 struct nuser {
 	int64_t user_id;            /* store id */
-	char name[STORE_NAME_MAX + 1]; /* local part */
 	uint32_t refs;              /* sessions + subscriptions */
 	struct session *sessions;   /* its logged-in devices */
 	uint32_t online;            /* how many */
 	struct psub *subs;          /* who watches it */
+	struct rview *rviews;       /* who, in other domains, watches it */
+	uint32_t nrviews;           /* how many */
 	int64_t last_seen_ms;       /* last activity we know of */
 	int privacy;                /* STORE_LASTSEEN_* */
 	bool shown_online;          /* what subscribers were last told */
@@ -92,6 +95,9 @@ struct nuser {
 	struct nuser *hnext;        /* hash chain */
 	struct nuser *nnext;        /* chain in the by-name hash */
 	struct nuser *onext;        /* in srv->going_offline */
+	/* The local part, allocated to its length: an idle connection's
+	 * user is a good part of what the connection costs (BENCHMARKS). */
+	char name[];
 };
 
 enum session_state {
@@ -113,8 +119,10 @@ struct session {
 	bool fetch_more;            /* the store has more for us */
 	uint32_t inflight;          /* pushed, not yet acknowledged */
 	int64_t last_seq;           /* highest seq fetched or pushed */
-	uint32_t nsubs;             /* presence subscriptions */
-	struct psub *subs;          /* them */
+	uint32_t nsubs;             /* presence subscriptions, local and
+	                               remote targets */
+	struct psub *subs;          /* of local users */
+	struct rwatch *rwatches;    /* of users of other domains */
 	struct session *unext;      /* in user->sessions */
 	uint32_t pending;           /* store requests holding this session */
 };
@@ -172,6 +180,11 @@ struct server {
 	                               and envelope id (SRV_PP_BUCKETS) */
 	struct ratelimit *bundle_rl; /* BUNDLE_GET per (requester, target) */
 	struct fed *fed;            /* federation, or NULL when off */
+	struct rwatch *rw_head;     /* all rwatches, by renewal time */
+	struct rwatch *rw_tail;
+	uint32_t nrviews;           /* rviews of all users */
+	uint64_t next_rview_expiry; /* uv_now of the next sweep */
+	uint64_t presence_pushed;   /* FED_PRESENCE sent */
 	uint64_t clock_skew_ms;     /* added to the rate limit's clock
 	                               (server_clock_advance, tests only) */
 	bool overloaded;            /* shedding load */
@@ -185,6 +198,12 @@ struct server {
 
 static void session_fetch(struct session *ss);
 static void presence_changed(struct server *srv, struct nuser *u);
+static void rview_push(struct server *srv, struct nuser *u);
+static int rwatch_add(struct session *ss, const struct msg_str *target,
+    uint32_t req);
+static void rwatch_remove(struct session *ss, struct rwatch *w);
+static struct rwatch *rwatch_find(struct session *ss,
+    const struct msg_str *target);
 
 static uint64_t
 now_ms(void)
@@ -274,16 +293,18 @@ user_get(struct server *srv, int64_t id, const char *name)
 {
 	struct store_profile p;
 	struct nuser *u = user_find(srv, id);
+	size_t nlen = strnlen(name, STORE_NAME_MAX);
 	uint32_t b;
 
 	if (u != NULL) {
 		u->refs++;
 		return u;
 	}
-	if ((u = calloc(1, sizeof(*u))) == NULL)
+	if ((u = calloc(1, sizeof(*u) + nlen + 1)) == NULL)
 		return NULL;
 	u->user_id = id;
-	snprintf(u->name, sizeof(u->name), "%s", name);
+	memcpy(u->name, name, nlen);
+	u->name[nlen] = '\0';
 	u->refs = 1;
 	u->tokens = srv->cfg.send_burst;
 	u->tokens_ms = uv_now(srv->loop);
@@ -1009,6 +1030,8 @@ presence_changed(struct server *srv, struct nuser *u)
 	for (p = u->subs; p != NULL; p = p->next_t)
 		if (p->sub->state == SS_AUTHED)
 			presence_send(srv, p->sub, u, 0);
+	if (u->rviews != NULL)
+		rview_push(srv, u);
 }
 
 static void
@@ -1112,8 +1135,13 @@ handle_presence_sub(struct session *ss, const struct msg *m, bool sub)
 			    "domain is not served here (federation is not "
 			    "enabled)");
 		} else if (!sub) {
+			struct rwatch *w = rwatch_find(ss,
+			    &m->u.presence_unsub.user);
+			if (w != NULL)
+				rwatch_remove(ss, w);
 			session_ok(ss, m->req);
-		} else {
+		} else if (rwatch_add(ss, &m->u.presence_sub.user,
+		    m->req) == 0) {
 			(void)forward_remote(ss, m, &m->u.presence_sub.user);
 		}
 		return;
@@ -1879,7 +1907,21 @@ struct fwd_ctx {
 	struct session *ss;
 	uint32_t req;
 	bool presence;              /* PRESENCE_SUB: push it, then OK */
+	bool renew;                 /* our renewal: push it, nothing else */
+	char target[SRV_ADDR_BUF];  /* PRESENCE_SUB: whom */
 };
+
+/* presence_viewer: what a remote user's presence shows to our viewer,
+ * whose own setting applies here as to a local target (presence_visible):
+ * who hides their last seen sees no one's. */
+static void
+presence_viewer(const struct session *ss, struct msg_presence *p)
+{
+	if (ss->user != NULL && ss->user->privacy == STORE_LASTSEEN_NOBODY) {
+		p->state = MSG_PRESENCE_HIDDEN;
+		p->last_seen_ms = 0;
+	}
+}
 
 static void
 forward_done(void *arg, int status, const struct msg *resp)
@@ -1888,16 +1930,31 @@ forward_done(void *arg, int status, const struct msg *resp)
 	struct session *ss = x->ss;
 
 	if (ss->state == SS_AUTHED) {
-		if (status != 0) {
-			session_error(ss, x->req, status, "the user's node "
-			    "could not be reached");
-		} else if (x->presence && resp->type == MSG_PRESENCE) {
-			/* A snapshot: the other node does not push changes
-			 * to us yet (SPEC.md 13.5). */
+		if (status == 0 && x->presence && resp->type == MSG_PRESENCE) {
+			/* The state now; changes follow as FED_PRESENCE
+			 * (SPEC.md 13.6). */
 			struct msg out = *resp;
 			out.req = 0;
+			presence_viewer(ss, &out.u.presence);
 			(void)session_send(ss, &out);
-			session_ok(ss, x->req);
+			if (!x->renew)
+				session_ok(ss, x->req);
+		} else if (x->presence && status == 0) {
+			/* Refused (no such user, ...): not watched. */
+			struct msg_str t = {x->target, strlen(x->target)};
+			struct rwatch *w = rwatch_find(ss, &t);
+			if (w != NULL)
+				rwatch_remove(ss, w);
+			if (!x->renew) {
+				struct msg out = *resp;
+				out.req = x->req;
+				(void)session_send(ss, &out);
+			}
+		} else if (x->renew) {
+			/* Unreachable: the next renewal tries again. */
+		} else if (status != 0) {
+			session_error(ss, x->req, status, "the user's node "
+			    "could not be reached");
 		} else {
 			struct msg out = *resp;
 			out.req = x->req;
@@ -1934,6 +1991,9 @@ forward_remote(struct session *ss, const struct msg *m,
 	x->ss = ss;
 	x->req = m->req;
 	x->presence = m->type == MSG_PRESENCE_SUB;
+	x->renew = false;
+	snprintf(x->target, sizeof(x->target), "%.*s", (int)user->len,
+	    user->p);
 	snprintf(me, sizeof(me), "%s@%s", ss->user->name, srv->cfg.domain);
 	ss->pending++;
 	if ((r = fed_forward(srv->fed, dom, me, m, forward_done, x)) != 0) {
@@ -1944,7 +2004,371 @@ forward_remote(struct session *ss, const struct msg *m,
 	return 1;
 }
 
+/* --- presence across domains (SPEC.md 13.6) ---------------------------- */
+
+/*
+ * Our side (the viewer's node): an rwatch per (session, remote user),
+ * renewed with a relayed PRESENCE_SUB every SRV_RWATCH_RENEW_MS, which
+ * also brings the state again should a push have been lost. The other
+ * side (the target's node): an rview per (target, remote viewer), told
+ * of every change with FED_PRESENCE until its lease runs out. A lease is
+ * longer than two renewals, so one lost renewal does not end it.
+ */
+#define SRV_RWATCH_RENEW_MS (4u * 60 * 1000)
+#define SRV_RVIEW_LEASE_MS (10u * 60 * 1000)
+#define SRV_RVIEW_SWEEP_MS (60u * 1000)
+#define SRV_RVIEWS_PER_USER 1024   /* remote viewers of one user */
+#define SRV_RVIEWS_MAX 262144      /* of all users together */
+
+struct rwatch {
+	struct session *ss;         /* who watches */
+	char target[SRV_ADDR_BUF];  /* whom: user@domain, normalized */
+	uint64_t renew;             /* uv_now of the next renewal */
+	struct rwatch *next_s;      /* in ss->rwatches */
+	struct rwatch *prev, *next; /* in srv->rw_head, by renew */
+};
+
+struct rview {
+	char domain[IDENT_DOMAIN_MAX + 1]; /* the viewer's node's domain */
+	char viewer[SRV_ADDR_BUF];  /* user@domain, normalized */
+	uint64_t expires;           /* uv_now */
+	struct rview *next;         /* in target->rviews */
+};
+
+/* addr_norm: a (wire) address as a normalized C string, or -1. */
+static int
+addr_norm(const struct msg_str *a, char *out, size_t cap)
+{
+	char in[SRV_ADDR_BUF];
+
+	if (a->len >= sizeof(in))
+		return -1;
+	memcpy(in, a->p, a->len);
+	in[a->len] = '\0';
+	return ident_addr_normalize(in, out, cap) == 0 ? 0 : -1;
+}
+
+static void
+rw_unlink(struct server *srv, struct rwatch *w)
+{
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else
+		srv->rw_head = w->next;
+	if (w->next != NULL)
+		w->next->prev = w->prev;
+	else
+		srv->rw_tail = w->prev;
+	w->prev = w->next = NULL;
+}
+
+static void
+rw_append(struct server *srv, struct rwatch *w)
+{
+	w->renew = uv_now(srv->loop) + SRV_RWATCH_RENEW_MS;
+	w->next = NULL;
+	w->prev = srv->rw_tail;
+	if (srv->rw_tail != NULL)
+		srv->rw_tail->next = w;
+	else
+		srv->rw_head = w;
+	srv->rw_tail = w;
+}
+
+static struct rwatch *
+rwatch_find(struct session *ss, const struct msg_str *target)
+{
+	char t[SRV_ADDR_BUF];
+	struct rwatch *w;
+
+	if (addr_norm(target, t, sizeof(t)) != 0)
+		return NULL;
+	for (w = ss->rwatches; w != NULL; w = w->next_s)
+		if (strcmp(w->target, t) == 0)
+			return w;
+	return NULL;
+}
+
+/* rwatch_add: ss watches remote user target (0), or ss has been answered
+ * with an error (-1). Watching it already is fine. */
+static int
+rwatch_add(struct session *ss, const struct msg_str *target, uint32_t req)
+{
+	struct rwatch *w;
+
+	if (rwatch_find(ss, target) != NULL)
+		return 0;
+	if (ss->nsubs >= SRV_SUBS_MAX) {
+		session_error(ss, req, TERN_EQUOTA,
+		    "too many presence subscriptions");
+		return -1;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		session_error(ss, req, TERN_ENOMEM, NULL);
+		return -1;
+	}
+	if (addr_norm(target, w->target, sizeof(w->target)) != 0) {
+		free(w);
+		session_error(ss, req, TERN_EFIELD, NULL);
+		return -1;
+	}
+	w->ss = ss;
+	w->next_s = ss->rwatches;
+	ss->rwatches = w;
+	ss->nsubs++;
+	rw_append(ss->srv, w);
+	return 0;
+}
+
+static void
+rwatch_unsub_done(void *arg, int status, const struct msg *resp)
+{
+	(void)arg;
+	(void)status;
+	(void)resp; /* if lost, the lease ends it */
+}
+
+/* rwatch_remove: ss stops watching; when no other device of its user
+ * watches the target either, the target's node is told (best effort). */
+static void
+rwatch_remove(struct session *ss, struct rwatch *w)
+{
+	struct server *srv = ss->srv;
+	struct rwatch **pp, *o;
+	struct session *s2;
+	bool others = false;
+
+	for (pp = &ss->rwatches; *pp != NULL; pp = &(*pp)->next_s) {
+		if (*pp == w) {
+			*pp = w->next_s;
+			break;
+		}
+	}
+	ss->nsubs--;
+	rw_unlink(srv, w);
+	if (ss->user != NULL) {
+		for (s2 = ss->user->sessions; s2 != NULL && !others;
+		    s2 = s2->unext) {
+			if (s2 == ss)
+				continue;
+			for (o = s2->rwatches; o != NULL; o = o->next_s)
+				if (strcmp(o->target, w->target) == 0)
+					others = true;
+		}
+	}
+	if (!others && ss->user != NULL && srv->fed != NULL &&
+	    !srv->stopping) {
+		char me[SRV_ADDR_BUF];
+		const char *at = strrchr(w->target, '@');
+		struct msg m = {.type = MSG_PRESENCE_UNSUB};
+
+		m.u.presence_unsub.user.p = w->target;
+		m.u.presence_unsub.user.len = strlen(w->target);
+		snprintf(me, sizeof(me), "%s@%s", ss->user->name,
+		    srv->cfg.domain);
+		if (at != NULL && fed_forward(srv->fed, at + 1, me, &m,
+		    rwatch_unsub_done, NULL) != 0)
+			log_debug("presence: unsubscribing from %s not sent",
+			    w->target);
+	}
+	free(w);
+}
+
+/* rwatch_tick: renewals that are due (a relayed PRESENCE_SUB each). */
+static void
+rwatch_tick(struct server *srv)
+{
+	uint64_t now = uv_now(srv->loop);
+	struct rwatch *w;
+
+	while ((w = srv->rw_head) != NULL && w->renew <= now) {
+		struct session *ss = w->ss;
+		struct msg m = {.type = MSG_PRESENCE_SUB};
+		char me[SRV_ADDR_BUF];
+		const char *at = strrchr(w->target, '@');
+		struct fwd_ctx *x;
+
+		rw_unlink(srv, w);
+		rw_append(srv, w);
+		if (ss->state != SS_AUTHED || srv->fed == NULL || at == NULL ||
+		    (x = calloc(1, sizeof(*x))) == NULL)
+			continue;
+		x->ss = ss;
+		x->presence = x->renew = true;
+		snprintf(x->target, sizeof(x->target), "%s", w->target);
+		m.u.presence_sub.user.p = w->target;
+		m.u.presence_sub.user.len = strlen(w->target);
+		snprintf(me, sizeof(me), "%s@%s", ss->user->name,
+		    srv->cfg.domain);
+		ss->pending++;
+		if (fed_forward(srv->fed, at + 1, me, &m, forward_done,
+		    x) != 0) {
+			ss->pending--;
+			free(x);
+		}
+	}
+}
+
+/* rview_state: what remote viewer may see of u (u's privacy; the
+ * viewer's own setting is applied by its node). */
+static uint8_t
+rview_state(struct server *srv, struct nuser *u, const char *viewer,
+    uint64_t *last_seen)
+{
+	bool visible = u->privacy == STORE_LASTSEEN_EVERYONE ||
+	    (u->privacy == STORE_LASTSEEN_CONTACTS &&
+	    store_contact_has(srv->store, u->user_id, viewer) == 0);
+
+	if (!visible) {
+		*last_seen = 0;
+		return MSG_PRESENCE_HIDDEN;
+	}
+	*last_seen = (uint64_t)u->last_seen_ms;
+	return u->shown_online ? MSG_PRESENCE_ONLINE : MSG_PRESENCE_OFFLINE;
+}
+
+/* rview_renew: viewer (a user of another domain) watches u for another
+ * lease. Past the caps it gets the snapshot only (logged). */
+static void
+rview_renew(struct server *srv, struct nuser *u, const char *viewer)
+{
+	char v[SRV_ADDR_BUF];
+	const char *at;
+	struct rview *r;
+
+	if (ident_addr_normalize(viewer, v, sizeof(v)) != 0 ||
+	    (at = strrchr(v, '@')) == NULL)
+		return;
+	for (r = u->rviews; r != NULL; r = r->next) {
+		if (strcmp(r->viewer, v) == 0) {
+			r->expires = uv_now(srv->loop) + SRV_RVIEW_LEASE_MS;
+			return;
+		}
+	}
+	if (u->nrviews >= SRV_RVIEWS_PER_USER ||
+	    srv->nrviews >= SRV_RVIEWS_MAX) {
+		log_warn("presence: too many remote watchers; %s gets no "
+		    "updates about %s", v, u->name);
+		return;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return;
+	snprintf(r->viewer, sizeof(r->viewer), "%s", v);
+	snprintf(r->domain, sizeof(r->domain), "%s", at + 1);
+	r->expires = uv_now(srv->loop) + SRV_RVIEW_LEASE_MS;
+	r->next = u->rviews;
+	u->rviews = r;
+	u->nrviews++;
+	u->refs++; /* u stays known while it is watched */
+	srv->nrviews++;
+}
+
+/* rview_drop: removes u's viewers matching viewer (NULL: those whose
+ * lease ended before now). Returns how many references to put: the
+ * caller puts them once it no longer touches u. */
+static uint32_t
+rview_drop(struct server *srv, struct nuser *u, const char *viewer,
+    uint64_t now)
+{
+	struct rview **pp = &u->rviews, *r;
+	uint32_t n = 0;
+
+	while ((r = *pp) != NULL) {
+		if (viewer != NULL ? strcmp(r->viewer, viewer) != 0 :
+		    r->expires > now) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		free(r);
+		u->nrviews--;
+		srv->nrviews--;
+		n++;
+	}
+	return n;
+}
+
+/* rview_sweep: leases that ran out (now = UINT64_MAX: all, at stop). */
+static void
+rview_sweep(struct server *srv, uint64_t now)
+{
+	uint32_t i;
+
+	for (i = 0; i < srv->nbuckets; i++) {
+		struct nuser *u = srv->users[i], *next;
+
+		for (; u != NULL; u = next) {
+			uint32_t n;
+
+			next = u->hnext;
+			if (u->rviews == NULL)
+				continue;
+			n = rview_drop(srv, u, NULL, now);
+			while (n-- > 0)
+				user_put(srv, u);
+		}
+	}
+}
+
+/* rview_push: u's presence changed: each remote viewer's node hears what
+ * that viewer may see. */
+static void
+rview_push(struct server *srv, struct nuser *u)
+{
+	char addr[SRV_ADDR_BUF];
+	struct rview *r;
+	uint64_t now = uv_now(srv->loop);
+
+	if (srv->fed == NULL || srv->stopping)
+		return;
+	snprintf(addr, sizeof(addr), "%s@%s", u->name, srv->cfg.domain);
+	for (r = u->rviews; r != NULL; r = r->next) {
+		struct msg_fed_presence pr = {0};
+		int e;
+
+		if (r->expires <= now)
+			continue; /* the sweep frees it */
+		pr.to.p = r->viewer;
+		pr.to.len = strlen(r->viewer);
+		pr.user.p = addr;
+		pr.user.len = strlen(addr);
+		pr.state = rview_state(srv, u, r->viewer, &pr.last_seen_ms);
+		if ((e = fed_push_presence(srv->fed, r->domain, &pr)) == 0)
+			srv->presence_pushed++;
+		else
+			log_debug("presence: %s's change not pushed to %s: %s",
+			    u->name, r->domain, tern_strerror(e));
+	}
+}
+
 /* The hooks fed.c calls. */
+
+/* fed_hook_presence: a remote user we watch changed: to each device of
+ * the viewer that watches it. */
+static void
+fed_hook_presence(void *arg, const struct msg_fed_presence *pr)
+{
+	struct server *srv = arg;
+	char name[STORE_NAME_MAX + 1];
+	struct session *ss;
+	struct nuser *u;
+
+	if (addr_local(srv, &pr->to, name, sizeof(name)) == NULL ||
+	    (u = user_by_name(srv, name)) == NULL)
+		return; /* not online: nothing to tell */
+	for (ss = u->sessions; ss != NULL; ss = ss->unext) {
+		struct msg m = {.type = MSG_PRESENCE};
+
+		if (ss->state != SS_AUTHED || rwatch_find(ss, &pr->user) ==
+		    NULL)
+			continue;
+		m.u.presence.user = pr->user;
+		m.u.presence.state = pr->state;
+		m.u.presence.last_seen_ms = pr->last_seen_ms;
+		presence_viewer(ss, &m.u.presence);
+		(void)session_send(ss, &m);
+	}
+}
 
 static int
 fed_hook_deliver(void *arg, const struct msg_fed_env *e,
@@ -2081,6 +2505,7 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 	user = req->type == MSG_DEVICE_LIST ? &req->u.device_list.user :
 	    req->type == MSG_PROFILE_GET ? &req->u.profile_get.user :
 	    req->type == MSG_PRESENCE_SUB ? &req->u.presence_sub.user :
+	    req->type == MSG_PRESENCE_UNSUB ? &req->u.presence_unsub.user :
 	    &req->u.bundle_get.user;
 	if (addr_local(srv, user, name, sizeof(name)) == NULL) {
 		fed_error_resp(done, darg, TERN_EUNREACH);
@@ -2103,32 +2528,36 @@ fed_hook_request(void *arg, const char *requester, const struct msg *req,
 	}
 	case MSG_PRESENCE_SUB: {
 		/* As presence_send for a local viewer, with the target's
-		 * privacy; the remote viewer's own setting is not known
-		 * here, so it is not held against it. */
-		struct store_profile pr;
+		 * privacy (the viewer's own is applied by its node); and the
+		 * viewer hears of changes until its lease ends (13.6). */
+		struct nuser *t = user_get(srv, ui.user_id, name);
 		struct msg out = {.type = MSG_PRESENCE};
-		struct nuser *t = user_find(srv, ui.user_id);
-		int privacy;
-		bool visible;
 
-		if (store_profile_get(srv->store, ui.user_id, &pr) != 0) {
-			fed_error_resp(done, darg, TERN_ENOUSER);
+		if (t == NULL) {
+			fed_error_resp(done, darg, TERN_ENOMEM);
 			return 0;
 		}
-		privacy = t != NULL ? t->privacy : pr.last_seen_privacy;
-		visible = privacy == STORE_LASTSEEN_EVERYONE ||
-		    (privacy == STORE_LASTSEEN_CONTACTS &&
-		    store_contact_has(srv->store, ui.user_id, requester) == 0);
+		rview_renew(srv, t, requester);
 		out.u.presence.user = *user;
-		if (!visible) {
-			out.u.presence.state = MSG_PRESENCE_HIDDEN;
-		} else if (t != NULL && t->shown_online) {
-			out.u.presence.state = MSG_PRESENCE_ONLINE;
-			out.u.presence.last_seen_ms = (uint64_t)t->last_seen_ms;
-		} else {
-			out.u.presence.state = MSG_PRESENCE_OFFLINE;
-			out.u.presence.last_seen_ms = (uint64_t)(t != NULL ?
-			    t->last_seen_ms : pr.last_seen_ms);
+		out.u.presence.state = rview_state(srv, t, requester,
+		    &out.u.presence.last_seen_ms);
+		done(darg, &out);
+		user_put(srv, t);
+		return 0;
+	}
+	case MSG_PRESENCE_UNSUB: {
+		struct nuser *t = user_find(srv, ui.user_id);
+		struct msg out = {.type = MSG_OK};
+		char v[SRV_ADDR_BUF];
+
+		if (t != NULL && ident_addr_normalize(requester, v,
+		    sizeof(v)) == 0) {
+			uint32_t n;
+			t->refs++; /* kept while its list is edited */
+			n = rview_drop(srv, t, v, 0);
+			while (n-- > 0)
+				user_put(srv, t);
+			user_put(srv, t);
 		}
 		done(darg, &out);
 		return 0;
@@ -2409,6 +2838,8 @@ session_closed(struct net_conn *conn, int err)
 		srv->m.unauth_current--;
 	while (ss->subs != NULL)
 		psub_remove(srv, ss->subs);
+	while (ss->rwatches != NULL)
+		rwatch_remove(ss, ss->rwatches);
 	if (u != NULL) {
 		for (pp = &u->sessions; *pp != NULL; pp = &(*pp)->unext) {
 			if (*pp == ss) {
@@ -2497,6 +2928,11 @@ server_tick(uv_timer_t *t)
 	uint64_t now = uv_now(srv->loop);
 
 	presence_tick(srv);
+	rwatch_tick(srv);
+	if (now >= srv->next_rview_expiry) {
+		srv->next_rview_expiry = now + SRV_RVIEW_SWEEP_MS;
+		rview_sweep(srv, now);
+	}
 	fetch_retry(srv);
 	metrics_sample(&srv->m, now_ms());
 	(void)overload_check(srv);
@@ -2534,6 +2970,10 @@ server_gauges(struct server *srv)
 		srv->m.fed_received_total = fs.received_total;
 		srv->m.fed_auth_refused_total = fs.auth_refused_total;
 		srv->m.fed_rate_limited_total = fs.rate_limited_total;
+		srv->m.fed_presence_watchers = srv->nrviews;
+		srv->m.fed_presence_pushed_total = srv->presence_pushed;
+		srv->m.fed_relayed_in_total = fs.relayed_in_total;
+		srv->m.fed_relay_refused_total = fs.relay_refused_total;
 	}
 }
 
@@ -2712,6 +3152,8 @@ server_net_closed(void *arg)
 		u->onext = NULL;
 		user_put(srv, u);
 	}
+	/* Remote viewers' leases end with the node. */
+	rview_sweep(srv, UINT64_MAX);
 	/* The store commits what it was given, then closes. */
 	store_close(srv->store, server_store_closed, srv);
 }
@@ -2866,9 +3308,13 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 		fc.listen = cfg->fed_listen;
 		fc.peers = cfg->fed_peers;
 		fc.dns_servers = cfg->fed_dns;
+		fc.retention_ms = cfg->fed_retention_ms;
+		fc.relay_for = cfg->fed_relay_for;
+		fc.relays = cfg->fed_relays;
 		fh.deliver = fed_hook_deliver;
 		fh.request = fed_hook_request;
 		fh.notice_wake = fed_hook_notice;
+		fh.presence = fed_hook_presence;
 		fh.srv = srv;
 		if ((r = fed_start(loop, &srv->nl, srv->store, &fc, &fh,
 		    &srv->fed)) != 0) {

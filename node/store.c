@@ -934,13 +934,16 @@ store_fed_enqueue(struct store *s, const struct store_fed_in *e, store_cb cb,
 	    store_strlen(e->to_addr, STORE_ADDR_MAX, 0, &tlen) != 0 ||
 	    !store_addr_in_domain(e->to_addr, tlen, e->dest_domain, dlen) ||
 	    store_strlen(e->sender_addr, STORE_ADDR_MAX, 0, &alen) != 0 ||
-	    e->to_device == 0 || e->sender_user <= 0 || e->sender_device == 0 ||
+	    e->to_device == 0 || e->sender_device == 0 ||
+	    /* A relayed entry has no local sender, and must be signed. */
+	    (e->sig == NULL ? e->sender_user <= 0 : e->sender_user != 0) ||
 	    (e->cls != STORE_CLASS_MESSAGE && e->cls != STORE_CLASS_RECEIPT) ||
 	    e->payload_len > STORE_PAYLOAD_MAX ||
 	    (e->payload == NULL && e->payload_len != 0))
 		return TERN_EINVAL;
 	r = store_req_new(STORE_OP_FED_ENQUEUE,
-	    dlen + tlen + alen + 3 + e->payload_len, cb, arg);
+	    dlen + tlen + alen + 3 + e->payload_len +
+	    (e->sig != NULL ? STORE_FED_SIG_LEN : 0), cb, arg);
 	if (r != NULL) {
 		cur = r->data;
 		r->u.fed_enq = *e;
@@ -951,6 +954,9 @@ store_fed_enqueue(struct store *s, const struct store_fed_in *e, store_cb cb,
 		    alen);
 		r->u.fed_enq.payload = store_req_copy(&cur, e->payload,
 		    e->payload_len);
+		if (e->sig != NULL)
+			r->u.fed_enq.sig = store_req_copy(&cur, e->sig,
+			    STORE_FED_SIG_LEN);
 	}
 	return store_submit(s, r);
 }

@@ -48,6 +48,7 @@
 #ifndef TERN_STORE_H
 #define TERN_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,7 @@
 #define STORE_BUNDLES_MAX 64      /* devices in one bundle fetch */
 #define STORE_DOMAIN_MAX 253      /* a destination domain name */
 #define STORE_FED_FETCH_MAX 256   /* entries per store_fed_fetch */
+#define STORE_FED_SIG_LEN 64      /* a relayed entry's origin signature */
 #define STORE_FED_DONE_MAX 1024   /* seqs per store_fed_done */
 #define STORE_FED_DOMAINS_MAX 256 /* domains per store_fed_domains */
 #define STORE_FED_ATTEMPTS_MAX 10 /* failed sends before an entry is set
@@ -435,7 +437,8 @@ struct store_fed_in {
 	uint32_t to_device;                 /* its device, >= 1 */
 	uint8_t cls;                        /* STORE_CLASS_MESSAGE or _RECEIPT */
 	int64_t sender_user;                /* local sender's user id, > 0: gets
-	                                       the notices */
+	                                       the notices; 0 for an envelope
+	                                       this node relays (sig set) */
 	const char *sender_addr;            /* "name@ourdomain" */
 	uint32_t sender_device;             /* sending device, >= 1 */
 	int64_t sent_ms;                    /* sender's timestamp */
@@ -444,6 +447,10 @@ struct store_fed_in {
 	                                       retention */
 	const uint8_t *payload;             /* opaque ciphertext */
 	size_t payload_len;                 /* <= STORE_PAYLOAD_MAX */
+	const uint8_t *sig;                 /* relayed (backup relay, SPEC.md
+	                                       13.5): the origin node's
+	                                       STORE_FED_SIG_LEN-byte signature,
+	                                       sent on unchanged; else NULL */
 };
 
 /*
@@ -466,6 +473,8 @@ struct store_fed_env {
 	uint32_t attempts;                  /* failed sends so far */
 	const uint8_t *payload;
 	size_t payload_len;
+	bool has_sig;                       /* a relayed entry: sig is set */
+	uint8_t sig[STORE_FED_SIG_LEN];     /* the origin's signature */
 };
 
 /* A destination domain with queued entries (store_fed_domains). */

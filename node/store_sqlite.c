@@ -202,6 +202,48 @@ static const char *const sq_migrations[] = {
 	"  PRIMARY KEY (domain, key)"
 	") WITHOUT ROWID;"
 	"PRAGMA user_version = 4;",
+	/*
+	 * 5: backup relays (SPEC.md 13.5). A node relaying for another
+	 * domain queues envelopes that have no local sender (sender_user
+	 * NULL) and carry their origin's signature (sig), sent on as they
+	 * came. SQLite cannot relax NOT NULL in place: the table is rebuilt,
+	 * keeping every seq and the AUTOINCREMENT high mark, so a seq is
+	 * never reused.
+	 */
+	"CREATE TABLE fed_queue_v5("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  dest_domain TEXT NOT NULL,"
+	"  env_id BLOB NOT NULL CHECK (length(env_id) = 16),"
+	"  to_addr TEXT NOT NULL,"
+	"  to_device INTEGER NOT NULL CHECK (to_device > 0),"
+	"  class INTEGER NOT NULL CHECK (class IN (1, 2)),"
+	"  sender_user INTEGER REFERENCES users(id),"
+	"  sender_addr TEXT NOT NULL,"
+	"  sender_device INTEGER NOT NULL,"
+	"  sent_ms INTEGER NOT NULL,"
+	"  received_ms INTEGER NOT NULL,"
+	"  expires_ms INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  payload BLOB NOT NULL,"
+	"  sig BLOB CHECK (sig IS NULL OR length(sig) = 64),"
+	"  CHECK (sender_user IS NOT NULL OR sig IS NOT NULL)"
+	");"
+	"INSERT INTO sqlite_sequence(name, seq) "
+	"  SELECT 'fed_queue_v5', seq FROM sqlite_sequence "
+	"  WHERE name = 'fed_queue';"
+	"INSERT INTO fed_queue_v5(seq, dest_domain, env_id, to_addr, "
+	"  to_device, class, sender_user, sender_addr, sender_device, sent_ms, "
+	"  received_ms, expires_ms, attempts, payload) "
+	"  SELECT seq, dest_domain, env_id, to_addr, to_device, class, "
+	"  sender_user, sender_addr, sender_device, sent_ms, received_ms, "
+	"  expires_ms, attempts, payload FROM fed_queue;"
+	"DROP TABLE fed_queue;"
+	"ALTER TABLE fed_queue_v5 RENAME TO fed_queue;"
+	"CREATE UNIQUE INDEX fed_queue_by_id"
+	"  ON fed_queue(env_id, to_addr, to_device);"
+	"CREATE INDEX fed_queue_by_domain ON fed_queue(dest_domain, seq);"
+	"CREATE INDEX fed_queue_by_expiry ON fed_queue(expires_ms);"
+	"PRAGMA user_version = 5;",
 };
 #define SQ_SCHEMA_VERSION \
 	((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
@@ -417,8 +459,8 @@ static const char *const sq_wsql[W__COUNT] = {
 	[W_FED_INSERT] =
 	    "INSERT INTO fed_queue(dest_domain, env_id, to_addr, to_device, "
 	    "class, sender_user, sender_addr, sender_device, sent_ms, "
-	    "received_ms, expires_ms, payload) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+	    "received_ms, expires_ms, payload, sig) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
 	    "ON CONFLICT (env_id, to_addr, to_device) DO NOTHING",
 	[W_FED_SEQ_BY_ID] =
 	    "SELECT seq FROM fed_queue "
@@ -461,7 +503,7 @@ static const char *const sq_wsql[W__COUNT] = {
 	[W_FED_FETCH] =
 	    "SELECT seq, env_id, to_addr, to_device, class, sender_user, "
 	    "sender_addr, sender_device, sent_ms, received_ms, expires_ms, "
-	    "attempts, payload FROM fed_queue "
+	    "attempts, payload, sig FROM fed_queue "
 	    "WHERE dest_domain = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
 	[W_FED_DOMAINS] =
 	    "SELECT dest_domain, queued, queued_bytes FROM fed_usage "
@@ -1767,7 +1809,8 @@ sq_fed_remove(struct store_backend *be, int64_t seq, uint8_t kind,
 	out->found = 1;
 	if ((rc = sq_fed_usage_sub(be, domain, len)) != SQLITE_OK)
 		return rc;
-	if (kind == 0)
+	/* A relayed entry (no local sender) tells nobody here. */
+	if (kind == 0 || sender_user == 0)
 		return SQLITE_OK;
 	rc = sq_notice_queue(be, kind, cls, id, to, strlen(to), to_device,
 	    sender_user, sender_device, now, &out->queued);
@@ -1798,13 +1841,20 @@ sq_fed_enqueue(struct store_backend *be, struct store_req *req)
 	sq_bind_text(st, 3, e->to_addr);
 	sqlite3_bind_int64(st, 4, e->to_device);
 	sqlite3_bind_int(st, 5, e->cls);
-	sqlite3_bind_int64(st, 6, e->sender_user);
+	if (e->sender_user > 0)
+		sqlite3_bind_int64(st, 6, e->sender_user);
+	else
+		sqlite3_bind_null(st, 6);
 	sq_bind_text(st, 7, e->sender_addr);
 	sqlite3_bind_int64(st, 8, e->sender_device);
 	sqlite3_bind_int64(st, 9, e->sent_ms);
 	sqlite3_bind_int64(st, 10, e->received_ms);
 	sqlite3_bind_int64(st, 11, e->expires_ms);
 	sq_bind_blob(st, 12, e->payload, e->payload_len);
+	if (e->sig != NULL)
+		sq_bind_blob(st, 13, e->sig, STORE_FED_SIG_LEN);
+	else
+		sqlite3_bind_null(st, 13);
 	if ((rc = sq_run(st)) != SQLITE_OK)
 		return rc;
 	if (sqlite3_changes(be->wdb) != 1) {
@@ -2453,6 +2503,10 @@ sq_fed_fetch(struct store_backend *be, struct store_req *req)
 		e->received_ms = sqlite3_column_int64(st, 9);
 		e->expires_ms = sqlite3_column_int64(st, 10);
 		e->attempts = (uint32_t)sqlite3_column_int64(st, 11);
+		if (sqlite3_column_bytes(st, 13) == STORE_FED_SIG_LEN) {
+			e->has_sig = true;
+			sq_blob(e->sig, STORE_FED_SIG_LEN, st, 13);
+		}
 		if ((err = sq_buf_str(&buf, st, 2, &to_off[n])) != 0 ||
 		    (err = sq_buf_str(&buf, st, 6, &from_off[n])) != 0 ||
 		    (err = sq_buf_put(&buf, pay, plen, &pay_off[n])) != 0)

@@ -115,6 +115,9 @@ static const struct golden goldens[] = {
 	    "00000002 01 " H_TS H_RCV "00000004 deadbeef" },
 	{ MSG_FED_REQ, "01 63 " H_REQ H_ALICE "0004 deadbeef" },
 	{ MSG_FED_RESP, "01 64 " H_REQ "00000004 deadbeef" },
+	{ MSG_FED_RENV, "01 65 " H_REQ H_IDA H_ALICE "00000001 " H_BOB
+	    "00000002 01 " H_TS H_RCV "00000004 deadbeef " H_SIG },
+	{ MSG_FED_PRESENCE, "01 66 " H_REQ H_BOB H_ALICE "01 " H_TS },
 };
 #define NGOLDEN (sizeof(goldens) / sizeof(goldens[0]))
 
@@ -125,7 +128,7 @@ static const uint8_t catalogue[] = {
 	0x20, 0x21, 0x22, 0x23, 0x24,
 	0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
 	0x40, 0x41, 0x42, 0x43, 0x44,
-	0x60, 0x61, 0x62, 0x63, 0x64,
+	0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66,
 };
 
 /* Decodes hex with spaces into out; returns the length. */
@@ -363,6 +366,24 @@ sample(uint8_t type, struct msg *m)
 	case MSG_FED_RESP:
 		m->u.fed_resp.response = BYTES("\xde\xad\xbe\xef");
 		break;
+	case MSG_FED_RENV:
+		memcpy(m->u.fed_renv.env.id, id_a, MSG_ID_LEN);
+		m->u.fed_renv.env.from = S("alice@a.test");
+		m->u.fed_renv.env.from_device = 1;
+		m->u.fed_renv.env.to = S("bob@b.test");
+		m->u.fed_renv.env.to_device = 2;
+		m->u.fed_renv.env.class = MSG_CLASS_MESSAGE;
+		m->u.fed_renv.env.timestamp_ms = TS;
+		m->u.fed_renv.env.received_ms = RCV;
+		m->u.fed_renv.env.payload = BYTES("\xde\xad\xbe\xef");
+		memset(m->u.fed_renv.sig, 0xbb, MSG_SIG_LEN);
+		break;
+	case MSG_FED_PRESENCE:
+		m->u.fed_presence.to = S("bob@b.test");
+		m->u.fed_presence.user = S("alice@a.test");
+		m->u.fed_presence.state = MSG_PRESENCE_ONLINE;
+		m->u.fed_presence.last_seen_ms = TS;
+		break;
 	default:
 		tt_fail(__FILE__, __LINE__, "no sample for type 0x%02x", type);
 	}
@@ -468,6 +489,20 @@ static const struct pin pins[] = {
 	{ MSG_FED_REQ, "requester", MSG_K_ADDR, 0, 255, 0 },
 	{ MSG_FED_REQ, "request", MSG_K_BYTES16, 0, 4096, 0 },
 	{ MSG_FED_RESP, "response", MSG_K_BYTES32, 0, 71616, 0 },
+	{ MSG_FED_RENV, "id", MSG_K_ID16, 0, 0, 0 },
+	{ MSG_FED_RENV, "from", MSG_K_ADDR, 0, 255, 0 },
+	{ MSG_FED_RENV, "from_device", MSG_K_U32, 1, 0xFFFFFFFF, 0 },
+	{ MSG_FED_RENV, "to", MSG_K_ADDR, 0, 255, 0 },
+	{ MSG_FED_RENV, "to_device", MSG_K_U32, 1, 0xFFFFFFFF, 0 },
+	{ MSG_FED_RENV, "class", MSG_K_U8, 1, 3, 0 },
+	{ MSG_FED_RENV, "timestamp_ms", MSG_K_U64, 0, U64MAX, 0 },
+	{ MSG_FED_RENV, "received_ms", MSG_K_U64, 0, U64MAX, 0 },
+	{ MSG_FED_RENV, "payload", MSG_K_BYTES32, 0, 65536, 0 },
+	{ MSG_FED_RENV, "sig", MSG_K_SIG64, 0, 0, 0 },
+	{ MSG_FED_PRESENCE, "to", MSG_K_ADDR, 0, 255, 0 },
+	{ MSG_FED_PRESENCE, "user", MSG_K_ADDR, 0, 255, 0 },
+	{ MSG_FED_PRESENCE, "state", MSG_K_U8, 0, 2, 0 },
+	{ MSG_FED_PRESENCE, "last_seen_ms", MSG_K_U64, 0, U64MAX, 0 },
 };
 
 /* Buffers for the generated extreme samples. */
@@ -688,8 +723,8 @@ TT_CASE(msg__catalogue__types_known)
 		TT_EQ(golden_for((uint8_t)t) != NULL, in_cat);
 		n += (size_t)in_cat;
 	}
-	TT_EQ(n, 39);
-	TT_EQ(NGOLDEN, 39);
+	TT_EQ(n, 41);
+	TT_EQ(NGOLDEN, 41);
 	TT_ASSERT(strcmp(msg_type_name(MSG_SEND), "SEND") == 0);
 	TT_ASSERT(strcmp(msg_type_name(MSG_PRESENCE_UNSUB),
 	    "PRESENCE_UNSUB") == 0);
@@ -728,7 +763,7 @@ TT_CASE(msg__catalogue__fields_pinned)
 			    "than pinned", d->name);
 	}
 	/* Every type but the three without fields is pinned. */
-	TT_EQ(groups, 36);
+	TT_EQ(groups, 38);
 	TT_EQ(msg_desc_get(MSG_OK)->nfields, 0);
 	TT_EQ(msg_desc_get(MSG_CONTACT_LIST)->nfields, 0);
 	TT_EQ(msg_desc_get(MSG_KEYS_STATUS)->nfields, 0);
@@ -923,9 +958,9 @@ TT_CASE(msg__encode__refuses_every_limit_plus_one)
 			}
 		}
 	}
-	/* 25 integer bounds, 17 caps, 3 domains and 19 addresses: the
+	/* 30 integer bounds, 18 caps, 3 domains and 23 addresses: the
 	 * count pins that the walk reached every limit. */
-	TT_EQ(n, 64);
+	TT_EQ(n, 74);
 }
 
 /*
@@ -1007,9 +1042,9 @@ TT_CASE(msg__decode__refuses_every_limit_plus_one)
 			}
 		}
 	}
-	/* 25 integer bounds and 17 caps: the count pins that the walk
+	/* 30 integer bounds and 18 caps: the count pins that the walk
 	 * reached every limit. */
-	TT_EQ(n, 42);
+	TT_EQ(n, 48);
 }
 
 TT_CASE(msg__decode__truncated_every_prefix)

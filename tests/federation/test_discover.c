@@ -47,6 +47,14 @@ static const char *const dm_records[] = {
 	"--txt-record=_tern-key.a.test,hello",
 	/* Only bad records. */
 	"--txt-record=_tern-key.bad.test,v=tern1",
+	/* Backup relays: two good (one repeated), two that are not relay
+	 * records (no d=, two d=). */
+	"--txt-record=_tern-relay.a.test,v=tern1 k=" KEY1_B64 " d=r1.test",
+	"--txt-record=_tern-relay.a.test,v=tern1 d=R2.Test. k=" KEY2_B64,
+	"--txt-record=_tern-relay.a.test,v=tern1 k=" KEY2_B64 " d=r2.test",
+	"--txt-record=_tern-relay.a.test,v=tern1 k=" KEY1_B64,
+	"--txt-record=_tern-relay.a.test,v=tern1 k=" KEY1_B64 " d=a.test "
+	    "d=b.test",
 };
 
 static pid_t dm_pid = -1;
@@ -590,6 +598,129 @@ TT_CASE(fdisc__key_parse__format)
 	TT_OK(fdisc_key_format(want, text, sizeof(text)));
 	TT_ASSERT(strcmp(text, "v=tern1 k=" KEY1_B64) == 0);
 	TT_ERR(fdisc_key_format(want, text, 10), TERN_ETOOBIG);
+}
+
+#define RP(text) fdisc_relay_parse(text, strlen(text), &rl)
+
+TT_CASE(fdisc__relay_parse__format)
+{
+	struct fdisc_relay rl;
+	uint8_t want[32];
+	char text[FDISC_RELAY_TEXT_MAX];
+
+	memset(want, 0x11, sizeof(want));
+	TT_OK(RP("v=tern1 k=" KEY1_B64 " d=relay.example"));
+	TT_MEMEQ(rl.key, want, 32);
+	TT_ASSERT(strcmp(rl.domain, "relay.example") == 0);
+	TT_OK(RP("v=tern1 d=Relay.Example. x=1 k=" KEY1_B64));
+	TT_ASSERT(strcmp(rl.domain, "relay.example") == 0);
+	TT_ERR(RP("v=tern1 k=" KEY1_B64), TERN_EFIELD);
+	TT_ERR(RP("v=tern1 k=" KEY1_B64 " d="), TERN_EFIELD);
+	TT_ERR(RP("v=tern1 k=" KEY1_B64 " d=a..b"), TERN_EFIELD);
+	TT_ERR(RP("v=tern1 k=" KEY1_B64 " d=a/b"), TERN_EFIELD);
+	TT_ERR(RP("v=tern1 k=" KEY1_B64 " d=a.test d=b.test"), TERN_EFIELD);
+	TT_ERR(RP("v=tern2 k=" KEY1_B64 " d=a.test"), TERN_EVERSION);
+	TT_ERR(RP("v=tern1 d=a.test"), TERN_EFIELD);
+	TT_ERR(RP(""), TERN_EFIELD);
+	{
+		char nul[] = "v=tern1 k=" KEY1_B64 " d=a.test";
+		nul[strlen(nul) - 3] = '\0'; /* a NUL inside the name */
+		TT_ERR(fdisc_relay_parse(nul, sizeof(nul) - 1, &rl),
+		    TERN_EFIELD);
+	}
+	TT_OK(fdisc_relay_format(want, "Relay.Example.", text, sizeof(text)));
+	TT_ASSERT(strcmp(text, "v=tern1 k=" KEY1_B64 " d=relay.example") ==
+	    0);
+	TT_ERR(fdisc_relay_format(want, "a.test", text, 64), TERN_ETOOBIG);
+	TT_ERR(fdisc_relay_format(want, "a..test", text, sizeof(text)),
+	    TERN_EINVAL);
+}
+
+struct rres {
+	int calls;                              /* callbacks */
+	int err;                                /* last error */
+	size_t n;                               /* relays */
+	unsigned flags;                         /* FDISC_* */
+	struct fdisc_relay r[FDISC_MAX_RELAYS]; /* copied */
+	char detail[DNS_DETAIL_MAX];            /* copied text */
+};
+
+static void
+rres_cb(void *arg, int err, const struct fdisc_relay *rl, size_t n,
+    unsigned flags, const char *detail)
+{
+	struct rres *r = arg;
+
+	TT_ASSERT(detail != NULL);
+	TT_ASSERT(n <= FDISC_MAX_RELAYS);
+	r->calls++;
+	r->err = err;
+	r->n = n;
+	r->flags = flags;
+	if (n)
+		memcpy(r->r, rl, n * sizeof(*rl));
+	snprintf(r->detail, sizeof(r->detail), "%s", detail);
+}
+
+static void
+relays(struct fx *f, const char *domain, struct rres *r)
+{
+	memset(r, 0, sizeof(*r));
+	TT_OK(fdisc_relays(f->fd, domain, rres_cb, r));
+	TT_EQ(r->calls, 0);
+	while (r->calls == 0)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	TT_EQ(r->calls, 1);
+}
+
+/* TXT _tern-relay: good records parsed (a repeated key once), bad ones
+ * ignored, the answer cached apart from the keys; none is ENOTFOUND. */
+TT_CASE(fdisc__relays__parsed_bad_ignored_cached)
+{
+	struct fx f;
+	struct rres r;
+	struct lres k;
+	bool s1 = false, s2 = false;
+
+	dm_start();
+	fx_open(&f);
+	relays(&f, "a.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 2);
+	for (size_t i = 0; i < r.n; i++) {
+		s1 |= r.r[i].key[0] == 0x11 &&
+		    strcmp(r.r[i].domain, "r1.test") == 0;
+		s2 |= r.r[i].key[0] == 0x22 &&
+		    strcmp(r.r[i].domain, "r2.test") == 0;
+	}
+	TT_ASSERT(s1 && s2);
+	TT_ASSERT(strstr(r.detail, "2 not a relay record"));
+	/* The keys are another question. */
+	keys(&f, "a.test", &k);
+	TT_OK(k.err);
+	TT_EQ(fdisc_queries(f.fd), 2);
+	dm_stop();
+	relays(&f, "a.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.n, 2);
+	TT_EQ(fdisc_queries(f.fd), 2);
+	fake_now += 301 * 1000;
+	relays(&f, "a.test", &r);
+	TT_OK(r.err);
+	TT_EQ(r.flags, FDISC_STALE);
+	fx_close(&f);
+}
+
+TT_CASE(fdisc__relays__none_is_notfound)
+{
+	struct fx f;
+	struct rres r;
+
+	dm_start();
+	fx_open(&f);
+	relays(&f, "bad.test", &r);
+	TT_ERR(r.err, TERN_ENOTFOUND);
+	fx_close(&f);
 }
 
 /* --- key trust ----------------------------------------------------------- */

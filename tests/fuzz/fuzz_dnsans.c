@@ -1,7 +1,8 @@
 /*
  * fuzz_dnsans.c: the parsers of DNS data that tern writes itself: the TTL
  * walk over a raw answer (net/dnsans.c) and the _tern-key TXT record
- * (federation/discover.c, fdisc_key_parse). The first input byte picks
+ * (federation/discover.c, fdisc_key_parse) and the _tern-relay TXT record
+ * (fdisc_relay_parse). The first input byte picks
  * the record type the walk looks for; the rest is the message, and the
  * whole input is also read as one TXT record's text.
  */
@@ -20,6 +21,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint16_t types[] = { 33, 16, 1, 28, 5 };
 	uint8_t key[FDISC_KEY_LEN];
+	struct fdisc_relay rl;
 	uint32_t ttl = 0;
 	char *text;
 	int r;
@@ -39,6 +41,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    memcmp(text, FDISC_KEY_VERSION, strlen(FDISC_KEY_VERSION)) != 0 &&
 	    text[0] != ' ')
 		abort(); /* a key record starts with its version */
+	if (fdisc_relay_parse(text, size, &rl) == 0 &&
+	    (fdisc_key_parse(text, size, key) != 0 ||
+	    memcmp(key, rl.key, FDISC_KEY_LEN) != 0 ||
+	    rl.domain[0] == '\0' ||
+	    strnlen(rl.domain, sizeof(rl.domain)) == sizeof(rl.domain)))
+		abort(); /* a relay record is a key record with a domain */
 	free(text);
 	return 0;
 }

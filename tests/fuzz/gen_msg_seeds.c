@@ -272,5 +272,24 @@ main(int argc, char **argv)
 	m.u.fed_resp.response.p = payload;
 	m.u.fed_resp.response.len = 16;
 	seed("", &m);
+	BEGIN(MSG_FED_RENV, 25);
+	memcpy(m.u.fed_renv.env.id, id, MSG_ID_LEN);
+	m.u.fed_renv.env.from = S("alice@a.test");
+	m.u.fed_renv.env.from_device = 1;
+	m.u.fed_renv.env.to = S("bob@b.test");
+	m.u.fed_renv.env.to_device = 2;
+	m.u.fed_renv.env.class = 1;
+	m.u.fed_renv.env.timestamp_ms = 1700000000000u;
+	m.u.fed_renv.env.received_ms = 1700000000001u;
+	m.u.fed_renv.env.payload.p = payload;
+	m.u.fed_renv.env.payload.len = 32;
+	memset(m.u.fed_renv.sig, 0x5a, MSG_SIG_LEN);
+	seed("", &m);
+	BEGIN(MSG_FED_PRESENCE, 26);
+	m.u.fed_presence.to = S("bob@b.test");
+	m.u.fed_presence.user = S("alice@a.test");
+	m.u.fed_presence.state = 1;
+	m.u.fed_presence.last_seen_ms = 1700000000000u;
+	seed("", &m);
 	return 0;
 }

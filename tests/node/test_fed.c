@@ -958,6 +958,148 @@ run_err(struct fnode *n, const char *const *args, char *err, size_t cap)
 	return WEXITSTATUS(st);
 }
 
+/* metric_of: the value of a /metrics line of n's node (0 if absent). */
+static unsigned long long
+metric_of(struct fnode *n, const char *name)
+{
+	static char m[65536];
+	char key[128];
+	const char *p;
+	unsigned long long v = 0;
+
+	TT_ASSERT(ternd_http_get(&n->t, "/metrics", m, sizeof(m)) > 0);
+	snprintf(key, sizeof(key), "\n%s ", name);
+	if ((p = strstr(m, key)) != NULL)
+		TT_EQ(sscanf(p + strlen(key), "%llu", &v), 1);
+	return v;
+}
+
+/* follow_wait: the follower's output (file path) has want after offset
+ * *off; *off moves past it. */
+static void
+follow_wait(const char *path, const char *want, size_t *off)
+{
+	uint64_t end = ternd_now_ms() + 20000;
+	size_t len;
+
+	for (;;) {
+		char *all = tt_read_file(path, &len);
+		const char *at;
+
+		TT_ASSERT(all != NULL);
+		if (len > *off && (at = strstr(all + *off, want)) != NULL) {
+			*off = (size_t)(at - all) + strlen(want);
+			free(all);
+			return;
+		}
+		if (ternd_now_ms() >= end)
+			tt_fail(__FILE__, __LINE__, "no '%s' after offset %zu "
+			    "in: %s", want, *off, all);
+		free(all);
+		ternd_nap(100);
+	}
+}
+
+/* Presence across domains is live (SPEC.md 13.6): a watcher on one.test
+ * hears bob@two.test come online, go offline and hide, as pushes; the
+ * watch ends on bob's node when the watcher goes; the viewer's own
+ * privacy applies at its node. */
+TT_CASE(fed__presence_live_across_domains)
+{
+	char out[TERND_PATH + 32], err[TERND_PATH + 32], profile[TERND_PATH + 64];
+	char *argv[8];
+	posix_spawn_file_actions_t fa;
+	struct run r;
+	size_t off = 0;
+	pid_t pid;
+	int st;
+
+	fnode_init(&N1, "one.test");
+	fnode_init(&N2, "two.test");
+	fnode_route(&N1, &N2, NULL);
+	fnode_route(&N2, &N1, NULL);
+	TT_OK(config_file_set(N2.t.conf, "presence.online_threshold", "1s"));
+	ternd_start(&N1.t);
+	ternd_start(&N2.t);
+	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
+	TT_EQ(mkdir(pdir, 0700), 0);
+	TERN(&r, "alice", "register", "alice@one.test", "--server",
+	    N1.server);
+	ok(&r);
+	free(r.out);
+	TERN(&r, "bob", "register", "bob@two.test", "--server", N2.server);
+	ok(&r);
+	free(r.out);
+
+	/* alice watches bob. */
+	snprintf(profile, sizeof(profile), "%s/alice", pdir);
+	snprintf(out, sizeof(out), "%s/follow.out", pdir);
+	snprintf(err, sizeof(err), "%s/follow.err", pdir);
+	argv[0] = (char *)TERN_BIN;
+	argv[1] = (char *)"--profile";
+	argv[2] = profile;
+	argv[3] = (char *)"lastseen";
+	argv[4] = (char *)"bob@two.test";
+	argv[5] = (char *)"--follow";
+	argv[6] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	TT_EQ(posix_spawn(&pid, TERN_BIN, &fa, NULL, argv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	/* The snapshot first: bob registered, so he was seen. */
+	follow_wait(out, "last seen ", &off);
+	TT_EQ(metric_of(&N2, "tern_fed_presence_watchers"), 1);
+
+	/* bob comes online: pushed; leaves: pushed after the threshold. */
+	TERN(&r, "bob", "inbox");
+	ok(&r);
+	free(r.out);
+	follow_wait(out, "online\n", &off);
+	follow_wait(out, "last seen ", &off);
+	/* bob hides his last seen: pushed (the privacy change itself, made
+	 * while online, and the state after he leaves). */
+	TERN(&r, "bob", "privacy", "last-seen", "nobody");
+	ok(&r);
+	free(r.out);
+	follow_wait(out, "hidden\n", &off);
+	TT_ASSERT(metric_of(&N2, "tern_fed_presence_pushed_total") >= 3);
+
+	/* alice stops watching: bob's node drops the watch. */
+	TT_EQ(kill(pid, SIGTERM), 0);
+	st = ternd_wait_exit(pid, 10000);
+	TT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	{
+		uint64_t end = ternd_now_ms() + 15000;
+		while (metric_of(&N2, "tern_fed_presence_watchers") != 0) {
+			if (ternd_now_ms() >= end)
+				tt_fail(__FILE__, __LINE__, "watch not ended");
+			ternd_nap(200);
+		}
+	}
+
+	/* The viewer's own setting, at the viewer's node: alice hides hers,
+	 * so she sees bob's no more, though he shows it to everyone. */
+	TERN(&r, "bob", "privacy", "last-seen", "everyone");
+	ok(&r);
+	free(r.out);
+	TERN(&r, "alice", "lastseen", "bob@two.test");
+	ok(&r);
+	TT_ASSERT(strcmp(r.out, "hidden\n") != 0);
+	free(r.out);
+	TERN(&r, "alice", "privacy", "last-seen", "nobody");
+	ok(&r);
+	free(r.out);
+	TERN(&r, "alice", "lastseen", "bob@two.test");
+	ok(&r);
+	TT_ASSERT(strcmp(r.out, "hidden\n") == 0);
+	free(r.out);
+	pair_stop();
+}
+
 /* A bad [federation] setting stops the node at start with a line that
  * names it; doctor refuses what is not a domain. */
 TT_CASE(fed__bad_config_and_doctor_input)

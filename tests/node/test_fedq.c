@@ -924,9 +924,103 @@ TT_CASE(fedq__store__migrates_a_version_2_database)
 	TT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
 	    SQLITE_OK);
 	TT_EQ(sqlite3_step(st), SQLITE_ROW);
-	TT_EQ(sqlite3_column_int(st, 0), 4);
+	TT_EQ(sqlite3_column_int(st, 0), 5);
 	sqlite3_finalize(st);
 	TT_EQ(sqlite3_close(db), SQLITE_OK);
+	fx_end(&f);
+}
+
+/* An entry this node relays for another domain (SPEC.md 13.5): no local
+ * sender, the origin's signature kept and fetched back; refusing it
+ * queues no notice; unsigned entries need a sender, signed ones none. */
+TT_CASE(fedq__relayed__signature_kept_no_sender_no_notice)
+{
+	struct fx f;
+	struct store_fed_in e;
+	char to[STORE_ADDR_MAX + 1];
+	uint8_t sig[STORE_FED_SIG_LEN];
+	int64_t alice, s1, s2;
+
+	fx_start(&f, NULL);
+	alice = reg(&f, "alice", 1);
+	memset(sig, 0x77, sizeof(sig));
+	fed_make(&e, to, sizeof(to), "b.test", 0, 1, 20, FAR);
+	e.sender_addr = "carol@o.test";
+	TT_ERR(store_fed_enqueue(f.s, &e, w_cb, &W), TERN_EINVAL);
+	e.sig = sig;
+	TT_OK(SYNC(&f, &W, store_fed_enqueue(f.s, &e, w_cb, &W)));
+	s1 = W.res.seq;
+	e.sender_user = alice; /* signed and with a local sender: no */
+	TT_ERR(store_fed_enqueue(f.s, &e, w_cb, &W), TERN_EINVAL);
+	s2 = fseq(&f, "b.test", alice, 2, 20);
+	TT_EQ(ffetch(&f, "b.test", 0, 16), 2);
+	TT_EQ(W.fe[0].e.seq, s1);
+	TT_ASSERT(W.fe[0].e.has_sig);
+	TT_MEMEQ(W.fe[0].e.sig, sig, STORE_FED_SIG_LEN);
+	TT_EQ(W.fe[0].e.sender_user, 0);
+	TT_ASSERT(strcmp(W.fe[0].from, "carol@o.test") == 0);
+	TT_EQ(W.fe[1].e.seq, s2);
+	TT_ASSERT(!W.fe[1].e.has_sig);
+	TT_OK(SYNC(&f, &W, store_fed_refuse(f.s, s1, STORE_NOTICE_REFUSED,
+	    w_cb, &W)));
+	TT_EQ(W.res.notices, 0);
+	TT_EQ(W.res.notice_device, 0);
+	TT_EQ(ffetch(&f, "b.test", 0, 16), 1);
+	/* Kept over a reopen, and counted like any entry. */
+	fed_make(&e, to, sizeof(to), "b.test", 0, 3, 20, FAR);
+	e.sig = sig;
+	TT_OK(SYNC(&f, &W, store_fed_enqueue(f.s, &e, w_cb, &W)));
+	fx_reopen(&f);
+	TT_EQ(ffetch(&f, "b.test", 0, 16), 2);
+	TT_ASSERT(W.fe[1].e.has_sig);
+	fx_end(&f);
+}
+
+/* Version 4 to 5 rebuilds the queue: entries, their seqs and the seq
+ * high mark survive (a deleted last entry's seq is not reused). */
+TT_CASE(fedq__store__migrates_a_version_4_queue)
+{
+	struct fx f;
+	sqlite3 *db;
+	int64_t alice, s1, s2, s3;
+
+	fx_start(&f, NULL);
+	alice = reg(&f, "alice", 1);
+	s1 = fseq(&f, "a.test", alice, 1, 10);
+	s2 = fseq(&f, "a.test", alice, 2, 10);
+	TT_OK(SYNC(&f, &W, store_fed_done(f.s, &s2, 1, w_cb, &W)));
+	fx_close(&f);
+	/* Back to version 4's table: sender_user NOT NULL, no sig. */
+	TT_EQ(sqlite3_open(f.path, &db), SQLITE_OK);
+	TT_EQ(sqlite3_exec(db, "BEGIN;"
+	    "CREATE TABLE q4(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    " dest_domain TEXT NOT NULL, env_id BLOB NOT NULL, to_addr TEXT "
+	    " NOT NULL, to_device INTEGER NOT NULL, class INTEGER NOT NULL,"
+	    " sender_user INTEGER NOT NULL REFERENCES users(id), sender_addr "
+	    " TEXT NOT NULL, sender_device INTEGER NOT NULL, sent_ms INTEGER "
+	    " NOT NULL, received_ms INTEGER NOT NULL, expires_ms INTEGER NOT "
+	    " NULL, attempts INTEGER NOT NULL DEFAULT 0, payload BLOB NOT "
+	    " NULL);"
+	    "INSERT INTO sqlite_sequence(name, seq) SELECT 'q4', seq "
+	    " FROM sqlite_sequence WHERE name = 'fed_queue';"
+	    "INSERT INTO q4 SELECT seq, dest_domain, env_id, to_addr, "
+	    " to_device, class, sender_user, sender_addr, sender_device, "
+	    " sent_ms, received_ms, expires_ms, attempts, payload "
+	    " FROM fed_queue;"
+	    "DROP TABLE fed_queue; ALTER TABLE q4 RENAME TO fed_queue;"
+	    "CREATE UNIQUE INDEX fed_queue_by_id"
+	    " ON fed_queue(env_id, to_addr, to_device);"
+	    "CREATE INDEX fed_queue_by_domain ON fed_queue(dest_domain, seq);"
+	    "CREATE INDEX fed_queue_by_expiry ON fed_queue(expires_ms);"
+	    "PRAGMA user_version = 4; COMMIT;", NULL, NULL, NULL), SQLITE_OK);
+	TT_EQ(sqlite3_close(db), SQLITE_OK);
+
+	fx_open(&f);
+	TT_EQ(ffetch(&f, "a.test", 0, 16), 1);
+	TT_EQ(W.fe[0].e.seq, s1);
+	TT_ASSERT(!W.fe[0].e.has_sig);
+	s3 = fseq(&f, "a.test", alice, 3, 10);
+	TT_ASSERT(s3 > s2);
 	fx_end(&f);
 }
 
