@@ -1000,19 +1000,59 @@ follow_wait(const char *path, const char *want, size_t *off)
 	}
 }
 
+/* tern_spawn: runs `tern --profile pdir/who args...` in the background,
+ * stdout to out (a path); its pid. */
+static pid_t
+tern_spawn(const char *who, const char *const *args, const char *out)
+{
+	char profile[TERND_PATH + 64], err[TERND_PATH + 32];
+	char *argv[16];
+	posix_spawn_file_actions_t fa;
+	size_t n = 0;
+	pid_t pid;
+	int i;
+
+	snprintf(profile, sizeof(profile), "%s/%s", pdir, who);
+	snprintf(err, sizeof(err), "%s.err", out);
+	argv[n++] = (char *)TERN_BIN;
+	argv[n++] = (char *)"--profile";
+	argv[n++] = profile;
+	for (i = 0; args[i] != NULL && n < 15; i++)
+		argv[n++] = (char *)args[i];
+	argv[n] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT |
+	    O_TRUNC, 0600);
+	TT_EQ(posix_spawn(&pid, TERN_BIN, &fa, NULL, argv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	return pid;
+}
+
+/* tern_stop: SIGTERM to a tern_spawn'd follower; it must exit 0. */
+static void
+tern_stop(pid_t pid)
+{
+	int st;
+
+	TT_EQ(kill(pid, SIGTERM), 0);
+	st = ternd_wait_exit(pid, 10000);
+	TT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* Presence across domains is live (SPEC.md 13.6): a watcher on one.test
  * hears bob@two.test come online, go offline and hide, as pushes; the
  * watch ends on bob's node when the watcher goes; the viewer's own
  * privacy applies at its node. */
 TT_CASE(fed__presence_live_across_domains)
 {
-	char out[TERND_PATH + 32], err[TERND_PATH + 32], profile[TERND_PATH + 64];
-	char *argv[8];
-	posix_spawn_file_actions_t fa;
+	const char *watch[] = {"lastseen", "bob@two.test", "--follow", NULL};
+	char out[TERND_PATH + 32];
 	struct run r;
 	size_t off = 0;
 	pid_t pid;
-	int st;
 
 	fnode_init(&N1, "one.test");
 	fnode_init(&N2, "two.test");
@@ -1032,24 +1072,8 @@ TT_CASE(fed__presence_live_across_domains)
 	free(r.out);
 
 	/* alice watches bob. */
-	snprintf(profile, sizeof(profile), "%s/alice", pdir);
 	snprintf(out, sizeof(out), "%s/follow.out", pdir);
-	snprintf(err, sizeof(err), "%s/follow.err", pdir);
-	argv[0] = (char *)TERN_BIN;
-	argv[1] = (char *)"--profile";
-	argv[2] = profile;
-	argv[3] = (char *)"lastseen";
-	argv[4] = (char *)"bob@two.test";
-	argv[5] = (char *)"--follow";
-	argv[6] = NULL;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT |
-	    O_TRUNC, 0600);
-	posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT |
-	    O_TRUNC, 0600);
-	TT_EQ(posix_spawn(&pid, TERN_BIN, &fa, NULL, argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
+	pid = tern_spawn("alice", watch, out);
 	/* The snapshot first: bob registered, so he was seen. */
 	follow_wait(out, "last seen ", &off);
 	TT_EQ(metric_of(&N2, "tern_fed_presence_watchers"), 1);
@@ -1069,9 +1093,7 @@ TT_CASE(fed__presence_live_across_domains)
 	TT_ASSERT(metric_of(&N2, "tern_fed_presence_pushed_total") >= 3);
 
 	/* alice stops watching: bob's node drops the watch. */
-	TT_EQ(kill(pid, SIGTERM), 0);
-	st = ternd_wait_exit(pid, 10000);
-	TT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tern_stop(pid);
 	{
 		uint64_t end = ternd_now_ms() + 15000;
 		while (metric_of(&N2, "tern_fed_presence_watchers") != 0) {
@@ -1097,6 +1119,56 @@ TT_CASE(fed__presence_live_across_domains)
 	ok(&r);
 	TT_ASSERT(strcmp(r.out, "hidden\n") == 0);
 	free(r.out);
+	pair_stop();
+}
+
+/* A recipient online on its node while the messages come across: each
+ * is shown once, in order, every sender sees it delivered, and both
+ * nodes' queues end empty (the destination pushes at once and may never
+ * write the envelope: SPEC.md 13.1, 7.3). */
+TT_CASE(fed__live_recipient_gets_each_once)
+{
+	const char *follow[] = {"inbox", "--follow", "--json", NULL};
+	char out[TERND_PATH + 32], id[33], text[64], *all;
+	const char *prev = NULL;
+	size_t len, off = 0;
+	pid_t pid;
+	int i;
+
+	pair_start();
+	snprintf(out, sizeof(out), "%s/bob.out", pdir);
+	pid = tern_spawn("bob", follow, out);
+	/* bob is live once his first inbox has drained: a first message
+	 * shows that. */
+	send_ok("alice", "bob@two.test", "first, to a live bob", id);
+	follow_wait(out, "first, to a live bob", &off);
+	for (i = 0; i < 30; i++) {
+		snprintf(text, sizeof(text), "live message %02d", i);
+		send_ok("alice", "bob@two.test", text, i == 29 ? id : NULL);
+	}
+	follow_wait(out, "live message 29", &off);
+	status_wait("alice", id, "delivered");
+	tern_stop(pid);
+	all = tt_read_file(out, &len);
+	TT_ASSERT(all != NULL);
+	for (i = 0; i < 30; i++) {
+		const char *at;
+		snprintf(text, sizeof(text), "live message %02d", i);
+		TT_EQ(count_of(all, text), 1);
+		at = strstr(all, text);
+		TT_ASSERT(prev == NULL || prev < at);
+		prev = at;
+	}
+	free(all);
+	{
+		uint64_t end = ternd_now_ms() + 15000;
+		while (metric_of(&N1, "tern_fed_queued") != 0 ||
+		    metric_of(&N2, "tern_envelopes_queued") != 0) {
+			if (ternd_now_ms() >= end)
+				tt_fail(__FILE__, __LINE__, "queues not empty");
+			ternd_nap(200);
+		}
+	}
 	pair_stop();
 }
 
