@@ -40,6 +40,13 @@
 #define CLIENT_REQ_BUF 4096
 #define CLIENT_SEND_ID_OFF MSG_HDR_LEN /* SEND: the id follows the header */
 #define CLIENT_BACKOFF_CEIL 3600000    /* ms: an hour, so cap + 1 can't wrap */
+/* A SEND refused with ERATE (the node's per-user send rate, SPEC.md 7.7)
+ * waits in the outbox and is written again, after 250 ms doubling to 8 s,
+ * at most CLIENT_RATE_TRIES times in a row without a SENT between; then
+ * the owner hears ERATE. */
+#define CLIENT_RATE_WAIT_MIN 250
+#define CLIENT_RATE_WAIT_MAX 8000
+#define CLIENT_RATE_TRIES 10
 
 enum client_st {
 	ST_IDLE = 0,   /* not started */
@@ -116,6 +123,10 @@ struct client {
 	uint64_t last_sent;           /* uv_now of our last message */
 	uint64_t last_recv;           /* uv_now of the node's last message */
 
+	bool ob_paused;               /* ERATE: write nothing new until */
+	uint64_t ob_resume_at;        /* uv_now of the next try */
+	uint32_t rate_wait;           /* ms: the last wait */
+	uint32_t rate_tries;          /* ERATEs since the last SENT */
 	struct client_env *ob_head;   /* outbox, oldest first */
 	struct client_env *ob_tail;   /* newest */
 	uint32_t ob_count;            /* envelopes in it */
@@ -329,6 +340,8 @@ client_ob_flush(struct client *c)
 	struct client_env *e;
 	int r;
 
+	if (c->ob_paused)
+		return; /* the node asked us to slow down */
 	for (e = c->ob_head; e != NULL; e = e->next) {
 		if (e->req != 0)
 			continue;
@@ -350,6 +363,9 @@ client_ob_unwrite(struct client *c)
 {
 	struct client_env *e, *prev = NULL, *next, *dropped = NULL, **tail;
 
+	/* A wait the node asked for ends with its link: the next one starts
+	 * after a reconnect's own backoff. */
+	c->ob_paused = false;
 	tail = &dropped;
 	for (e = c->ob_head; e != NULL; e = next) {
 		next = e->next;
@@ -549,6 +565,8 @@ client_ka_arm(struct client *c)
 	dead = c->last_recv + 2 * (uint64_t)c->keepalive;
 	if (dead < due)
 		due = dead;
+	if (c->ob_paused && c->st == ST_ONLINE && c->ob_resume_at < due)
+		due = c->ob_resume_at;
 	uv_timer_start(&c->timer, client_timer_cb, due > now ? due - now : 0,
 	    0);
 }
@@ -564,6 +582,12 @@ client_keepalive(struct client *c)
 		/* A dead node may never read what is queued for it. */
 		net_conn_abort(c->conn, TERN_ETIMEOUT);
 		return;
+	}
+	if (c->ob_paused && now >= c->ob_resume_at && c->st == ST_ONLINE) {
+		c->ob_paused = false;
+		client_ob_flush(c);
+		if (c->conn == NULL)
+			return; /* the write failed: the link is gone */
 	}
 	if (now >= c->last_sent + c->keepalive) {
 		m.u.ping.nonce = now;
@@ -679,6 +703,31 @@ client_login_refused(struct client *c, int code)
 	return code;
 }
 
+/*
+ * client_rate_wait: the node refused e for our send rate. e stays in the
+ * outbox, unwritten, and nothing new is written until the wait is over:
+ * a sender that waits for each SENT (tern send --lines) keeps its order.
+ * Envelopes already written behind e may still be taken meanwhile; the
+ * recipient orders by the sender's timestamps.
+ */
+static void
+client_rate_wait(struct client *c, struct client_env *e)
+{
+	uint32_t w;
+
+	e->req = 0;
+	c->rate_tries++;
+	w = c->rate_wait == 0 ? CLIENT_RATE_WAIT_MIN : c->rate_wait * 2;
+	if (w > CLIENT_RATE_WAIT_MAX)
+		w = CLIENT_RATE_WAIT_MAX;
+	c->rate_wait = w;
+	/* Half fixed, half random: senders limited together spread out. */
+	c->ob_paused = true;
+	c->ob_resume_at = uv_now(c->loop) + w / 2 + randombytes_uniform(
+	    w / 2 + 1);
+	client_ka_arm(c);
+}
+
 static int
 client_on_error(struct client *c, const struct msg *m)
 {
@@ -699,6 +748,12 @@ client_on_error(struct client *c, const struct msg *m)
 	}
 	for (e = c->ob_head; e != NULL; prev = e, e = e->next) {
 		if (e->req == m->req) {
+			if (code == TERN_ERATE && e->cls != MSG_CLASS_EPHEMERAL &&
+			    c->st == ST_ONLINE &&
+			    c->rate_tries < CLIENT_RATE_TRIES) {
+				client_rate_wait(c, e);
+				return 0;
+			}
 			client_ob_unlink(c, prev, e);
 			client_env_done(c, e, code);
 			return 0;
@@ -717,6 +772,8 @@ client_on_sent(struct client *c, const struct msg *m)
 	for (e = c->ob_head; e != NULL; prev = e, e = e->next) {
 		if (e->req != 0 && sodium_memcmp(client_env_id(e),
 		    m->u.sent.id, MSG_ID_LEN) == 0) {
+			c->rate_wait = 0;
+			c->rate_tries = 0;
 			client_ob_unlink(c, prev, e);
 			client_env_done(c, e, 0);
 			return 0;

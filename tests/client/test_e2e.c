@@ -390,6 +390,57 @@ TT_CASE(e2e__thousand_each_way_simultaneous)
 	tc_stop();
 }
 
+/* On a node with the default send rate (100/s, bursts of 200), a script
+ * sending 300 lines one by one is slowed down, not failed: each SEND the
+ * node refuses with ERATE waits in the outbox and goes again (client.c),
+ * so all 300 are sent, once each, in order. */
+TT_CASE(e2e__send_lines_slowed_by_rate_limit_not_failed)
+{
+	char in[128], out[128], err[128], want[64];
+	const char *prev = NULL;
+	struct run r;
+	pid_t p;
+	int i;
+
+	tc_start();
+	reg("alice", "alice@one.test");
+	reg("bob", "bob@one.test");
+	snprintf(in, sizeof(in), "%s/lines", T.node.dir);
+	snprintf(out, sizeof(out), "%s/out", T.node.dir);
+	snprintf(err, sizeof(err), "%s/err", T.node.dir);
+	write_lines(in, "paced", 300);
+	{
+		const char *a[] = {"send", "--lines", "bob@one.test", NULL};
+		p = tern_spawn("alice", in, out, err, a);
+	}
+	tern_collect(p, out, err, &r);
+	expect_ok(&r);
+	TT_EQ(count_of(r.out, "\n"), 300);
+	run_free(&r);
+	{
+		static char m[65536];
+		const char *v;
+		TT_ASSERT(ternd_http_get(&T.node, "/metrics", m, sizeof(m)) > 0);
+		TT_ASSERT((v = strstr(m, "\ntern_rate_limited_total ")) != NULL);
+		/* The limit was reached: the test tests the waiting. */
+		TT_ASSERT(strtoull(v + strlen("\ntern_rate_limited_total "),
+		    NULL, 10) > 0);
+	}
+	TERN(&r, "bob", NULL, "inbox", "--json");
+	expect_ok(&r);
+	TT_EQ(count_of(r.out, "\"from\":\"alice@one.test\""), 300);
+	for (i = 0; i < 300; i++) {
+		const char *at;
+		snprintf(want, sizeof(want), "\"paced message %d\"", i);
+		TT_EQ(count_of(r.out, want), 1);
+		at = strstr(r.out, want);
+		TT_ASSERT(prev == NULL || prev < at);
+		prev = at;
+	}
+	run_free(&r);
+	tc_stop();
+}
+
 /* bob keeps a single one-time prekey: the second and third people to
  * write first get his last-resort key, and all messages decrypt. */
 TT_CASE(e2e__prekeys_exhausted_last_resort)
