@@ -19,6 +19,10 @@
 #define NET_LIST_HS 1
 #define NET_LIST_IDLE 2
 #define NET_TICK_MS 250
+/* A connection that has sent us nothing for this long gives its output
+ * buffer back at the next sweep (every NET_BUF_SWEEP_TICKS ticks). */
+#define NET_BUF_QUIET_MS 1000
+#define NET_BUF_SWEEP_TICKS 4
 
 struct net_listener {
 	uv_tcp_t tcp;                   /* listening socket */
@@ -107,6 +111,21 @@ net_tick_cb(uv_timer_t *t)
 			break;
 		/* It leaves the list when it really closes (flush). */
 		net_conn_abort(c, TERN_ETIMEOUT);
+	}
+	/* Quiet connections (least recently heard first) give their output
+	 * buffers back: most connections are idle most of the time, and a
+	 * kept buffer is half of what an idle one costs. A busy one keeps
+	 * its buffer from one loop turn to the next (net_flush). The buffer
+	 * is never in flight: a partial write hands it to its request. */
+	if (++nl->ticks % NET_BUF_SWEEP_TICKS == 0) {
+		for (c = nl->idle.head; c != NULL &&
+		    c->deadline + NET_BUF_QUIET_MS <= now; c = c->next) {
+			if (c->out != NULL && c->out_len == 0) {
+				free(c->out);
+				c->out = NULL;
+				c->out_cap = 0;
+			}
+		}
 	}
 	if (nl->cfg.idle_timeout_ms == 0)
 		return;
@@ -204,13 +223,15 @@ net_flush(struct net_conn *c)
 		}
 		if ((uint32_t)n == c->out_len) {
 			c->out_len = 0;
-			/* Written out: the buffer goes back, so an idle
-			 * connection holds none (most connections are idle
-			 * most of the time; a busy one pays a malloc per loop
-			 * turn, next to a write system call). */
-			free(c->out);
-			c->out = NULL;
-			c->out_cap = 0;
+			/* Keep a small buffer for the next turn (growing one
+			 * again each turn costs reallocs and copies); a large
+			 * one goes back. A quiet connection's goes back at the
+			 * next sweep (net_tick_cb). */
+			if (c->out_cap > 4096) {
+				free(c->out);
+				c->out = NULL;
+				c->out_cap = 0;
+			}
 		} else {
 			if ((w = calloc(1, sizeof(*w))) == NULL) {
 				net_conn_abort(c, TERN_ENOMEM);

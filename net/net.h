@@ -75,6 +75,7 @@ struct net_loop {
 	void (*close_cb)(void *);   /* called when all is released */
 	void *close_arg;            /* its argument */
 	uint32_t open_handles;      /* own handles not yet closed */
+	uint32_t ticks;             /* tick count, for the slower sweeps */
 };
 
 struct net_conn {
