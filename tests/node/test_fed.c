@@ -448,6 +448,7 @@ struct fake {
 };
 
 static struct fake F;
+static unsigned long long metric_of(struct fnode *n, const char *name);
 
 /* Callbacks of an earlier connection (closing late) are ignored. */
 static void
@@ -643,6 +644,32 @@ TT_CASE(fed__spoofed_sender_and_unknown_key_refused)
 		fk_wait_answer(8);
 		TT_EQ(F.code, -TERN_EAUTH);
 		TT_ASSERT(!F.closed);
+	}
+	/* Presence pushes (never answered): about a user of a domain the
+	 * link did not prove, or for a viewer elsewhere, are dropped and
+	 * counted; the link stays (the envelope after them is taken). */
+	{
+		struct msg m = {.type = MSG_FED_PRESENCE, .req = 10};
+		unsigned long long before = metric_of(&N2,
+		    "tern_fed_auth_refused_total");
+
+		m.u.fed_presence.to.p = "bob@two.test";
+		m.u.fed_presence.to.len = 12;
+		m.u.fed_presence.user.p = "mallory@one.test";
+		m.u.fed_presence.user.len = 16;
+		m.u.fed_presence.state = MSG_PRESENCE_ONLINE;
+		fk_send(&m);
+		m.u.fed_presence.to.p = "carol@three.test";
+		m.u.fed_presence.to.len = 16;
+		m.u.fed_presence.user.p = "eve@evil.test";
+		m.u.fed_presence.user.len = 13;
+		fk_send(&m);
+		fk_env(11, "eve@evil.test", "bob@two.test");
+		fk_wait_answer(9);
+		TT_EQ(F.type, MSG_OK);
+		TT_ASSERT(!F.closed);
+		TT_EQ(metric_of(&N2, "tern_fed_auth_refused_total"),
+		    before + 1);
 	}
 	/* Before HELLO nothing but HELLO is heard. */
 	fk_connect(N2.fed_port, n2key);
@@ -1195,6 +1222,34 @@ TT_CASE(fed__bad_config_and_doctor_input)
 			tt_fail(__FILE__, __LINE__, "'%s': %s", bad[i], err);
 	}
 	ternd_conf_set(&N1.t, "peers", "none");
+	/* Backup relay settings (SPEC.md 13.5). */
+	{
+		static const char *const rf[] = {
+			"not a domain", "one.test",       /* our own */
+			"two.test,not a domain",          /* one bad of two */
+		};
+		static const char *const rl[] = {
+			"relay.test",                     /* no key */
+			"relay.test/notakey", "not a domain/"
+			"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+		};
+		for (i = 0; i < sizeof(rf) / sizeof(rf[0]); i++) {
+			ternd_conf_set(&N1.t, "relay_for", rf[i]);
+			TT_EQ(run_err(&N1, run, err, sizeof(err)), 1);
+			if (strstr(err, "[federation] relay_for") == NULL)
+				tt_fail(__FILE__, __LINE__, "'%s': %s", rf[i],
+				    err);
+		}
+		ternd_conf_set(&N1.t, "relay_for", "none");
+		for (i = 0; i < sizeof(rl) / sizeof(rl[0]); i++) {
+			ternd_conf_set(&N1.t, "relays", rl[i]);
+			TT_EQ(run_err(&N1, run, err, sizeof(err)), 1);
+			if (strstr(err, "[federation] relays") == NULL)
+				tt_fail(__FILE__, __LINE__, "'%s': %s", rl[i],
+				    err);
+		}
+		ternd_conf_set(&N1.t, "relays", "none");
+	}
 	TT_OK(config_file_set(N1.t.conf, "federation.listen", "nonsense"));
 	TT_EQ(run_err(&N1, run, err, sizeof(err)), 1);
 	TT_ASSERT(strstr(err, "[federation] listen") != NULL);
