@@ -30,14 +30,26 @@ struct tcase {
 
 static struct tcase T;
 
+/* tc_start_limits: a node with [limits] send_rate and send_burst set
+ * (NULL: the defaults), and the profiles' directory. */
 static void
-tc_start(void)
+tc_start_limits(const char *rate, const char *burst)
 {
 	ternd_init(&T.node, true);
+	if (rate != NULL)
+		ternd_conf_set(&T.node, "send_rate", rate);
+	if (burst != NULL)
+		ternd_conf_set(&T.node, "send_burst", burst);
 	ternd_start(&T.node);
 	snprintf(T.server, sizeof(T.server), "127.0.0.1:%u", T.node.port);
 	snprintf(T.pdir, sizeof(T.pdir), "%s/profiles", T.node.dir);
 	TT_EQ(mkdir(T.pdir, 0700), 0);
+}
+
+static void
+tc_start(void)
+{
+	tc_start_limits(NULL, NULL);
 }
 
 static void
@@ -332,13 +344,7 @@ TT_CASE(e2e__thousand_each_way_simultaneous)
 
 	/* The node's per-user send rate (100/s, SPEC.md 7.7) would make
 	 * this slow; it is not what is tested here. */
-	ternd_init(&T.node, true);
-	ternd_conf_set(&T.node, "send_rate", "100000");
-	ternd_conf_set(&T.node, "send_burst", "100000");
-	ternd_start(&T.node);
-	snprintf(T.server, sizeof(T.server), "127.0.0.1:%u", T.node.port);
-	snprintf(T.pdir, sizeof(T.pdir), "%s/profiles", T.node.dir);
-	TT_EQ(mkdir(T.pdir, 0700), 0);
+	tc_start_limits("100000", "100000");
 	reg("alice", "alice@one.test");
 	reg("bob", "bob@one.test");
 	snprintf(ina, sizeof(ina), "%s/lines-a", T.node.dir);
@@ -404,13 +410,7 @@ TT_CASE(e2e__send_lines_slowed_by_rate_limit_not_failed)
 	pid_t p;
 	int i;
 
-	ternd_init(&T.node, true);
-	ternd_conf_set(&T.node, "send_rate", "20");
-	ternd_conf_set(&T.node, "send_burst", "10");
-	ternd_start(&T.node);
-	snprintf(T.server, sizeof(T.server), "127.0.0.1:%u", T.node.port);
-	snprintf(T.pdir, sizeof(T.pdir), "%s/profiles", T.node.dir);
-	TT_EQ(mkdir(T.pdir, 0700), 0);
+	tc_start_limits("20", "10");
 	reg("alice", "alice@one.test");
 	reg("bob", "bob@one.test");
 	snprintf(in, sizeof(in), "%s/lines", T.node.dir);

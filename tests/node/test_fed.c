@@ -10,6 +10,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "ternd_harness.h"
 #include "ternd_dnsmasq.h"
+#include "fed_harness.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -24,76 +25,11 @@
 #include "noise.h"
 #include "tt_uv.h"
 
-#define TERN_BIN TERN_BUILD_DIR "/client/tern"
 
-struct fnode {
-	struct ternd t;
-	char domain[32];
-	uint16_t fed_port;
-	char key[64];              /* base64 node key */
-	char server[32];           /* client address, for tern --server */
-};
 
 static struct fnode N1, N2;
-static char pdir[TERND_PATH];
 
-/* fconf_replace: the line that is exactly old becomes "listen = VALUE"
- * ([federation] listen is the only "listen = none": [node] listen
- * always has an address). */
-static void
-fconf_replace(struct ternd *t, const char *old, const char *value)
-{
-	size_t len = 0;
-	char *s = tt_read_file(t->conf, &len), *at;
-	FILE *f;
 
-	TT_ASSERT(s != NULL);
-	TT_ASSERT((at = strstr(s, old)) != NULL);
-	TT_ASSERT((f = fopen(t->conf, "w")) != NULL);
-	fwrite(s, 1, (size_t)(at - s), f);
-	fprintf(f, "listen = %s", value);
-	fputs(at + strlen(old), f);
-	TT_EQ(fclose(f), 0);
-	free(s);
-}
-
-/* fnode_init: ternd init for domain, with federation on a free port. */
-static void
-fnode_init(struct fnode *n, const char *domain)
-{
-	char listen[64], out[4096], *k;
-	int st;
-
-	memset(n, 0, sizeof(*n));
-	snprintf(n->domain, sizeof(n->domain), "%s", domain);
-	snprintf(n->t.dir, sizeof(n->t.dir), "/tmp/ternd-fed-XXXXXX");
-	TT_ASSERT(mkdtemp(n->t.dir) != NULL);
-	ternd_track(&n->t);
-	snprintf(n->t.conf, sizeof(n->t.conf), "%s/ternd.conf", n->t.dir);
-	snprintf(n->t.log, sizeof(n->t.log), "%s/ternd.log", n->t.dir);
-	snprintf(n->t.runfile, sizeof(n->t.runfile), "%s/ternd.run",
-	    n->t.dir);
-	n->t.port = ternd_free_port();
-	snprintf(listen, sizeof(listen), "127.0.0.1:%u", n->t.port);
-	snprintf(n->server, sizeof(n->server), "127.0.0.1:%u", n->t.port);
-	{
-		const char *args[] = {"init", "--domain", domain, "--dir",
-		    n->t.dir, "--listen", listen, "--metrics-listen",
-		    "127.0.0.1:0", "--open-registration", NULL};
-		st = ternd_wait_exit(ternd_spawn(args, -1, -1), 10000);
-		TT_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	}
-	{
-		const char *args[] = {"dns-records", NULL};
-		TT_EQ(ternd_cli(&n->t, out, sizeof(out), args), 0);
-	}
-	TT_ASSERT((k = strstr(out, "Node key (clients may pin it): ")) !=
-	    NULL);
-	snprintf(n->key, sizeof(n->key), "%.44s", k + 31);
-	n->fed_port = ternd_free_port();
-	snprintf(listen, sizeof(listen), "127.0.0.1:%u", n->fed_port);
-	fconf_replace(&n->t, "listen = none", listen);
-}
 
 /* fnode_route: n routes to m (pinning m's key, or key if not NULL). */
 static void
@@ -106,89 +42,31 @@ fnode_route(struct fnode *n, const struct fnode *m, const char *key)
 	ternd_conf_set(&n->t, "peers", v);
 }
 
-struct run {
-	int status;
-	char *out;
-	char err[4096];
-};
 
-static void
-tern_run(struct run *res, const char *who, const char *const *args)
-{
-	posix_spawn_file_actions_t fa;
-	char profile[TERND_PATH + 64], op[TERND_PATH + 8], ep[TERND_PATH + 8];
-	char *argv[24], *e;
-	size_t n = 0, len;
-	pid_t pid;
-	int i, st;
 
-	snprintf(profile, sizeof(profile), "%s/%s", pdir, who);
-	snprintf(op, sizeof(op), "%s/out", pdir);
-	snprintf(ep, sizeof(ep), "%s/err", pdir);
-	argv[n++] = (char *)TERN_BIN;
-	argv[n++] = (char *)"--profile";
-	argv[n++] = profile;
-	for (i = 0; args[i] != NULL; i++)
-		argv[n++] = (char *)args[i];
-	argv[n] = NULL;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, op, O_WRONLY | O_CREAT |
-	    O_TRUNC, 0600);
-	posix_spawn_file_actions_addopen(&fa, 2, ep, O_WRONLY | O_CREAT |
-	    O_TRUNC, 0600);
-	TT_EQ(posix_spawn(&pid, TERN_BIN, &fa, NULL, argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	st = ternd_wait_exit(pid, 120000);
-	TT_ASSERT(st != -1);
-	res->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	res->out = tt_read_file(op, &len);
-	TT_ASSERT(res->out != NULL);
-	e = tt_read_file(ep, &len);
-	TT_ASSERT(e != NULL);
-	snprintf(res->err, sizeof(res->err), "%s", e);
-	free(e);
-	if (strstr(res->err, "Sanitizer") != NULL ||
-	    strstr(res->err, "runtime error") != NULL)
-		tt_fail(__FILE__, __LINE__, "tern: %s", res->err);
-}
 
-#define TERN(res, who, ...) do {                                        \
-	const char *a_[] = {__VA_ARGS__, NULL};                          \
-	tern_run((res), (who), a_);                                      \
-} while (0)
 
-static void
-ok(struct run *r)
-{
-	if (r->status != 0)
-		tt_fail(__FILE__, __LINE__, "tern exited %d: %s", r->status,
-		    r->err);
-}
-
-static size_t
-count_of(const char *hay, const char *needle)
-{
-	size_t n = 0;
-
-	while ((hay = strstr(hay, needle)) != NULL) {
-		n++;
-		hay += strlen(needle);
-	}
-	return n;
-}
 
 /* Two nodes that route to each other, both running, alice on one and
  * bob on two registered. */
+/* pair_init: one.test and two.test, routed to each other with pinned
+ * keys, not started. */
 static void
-pair_start(void)
+pair_init(void)
 {
-	struct run r;
-
 	fnode_init(&N1, "one.test");
 	fnode_init(&N2, "two.test");
 	fnode_route(&N1, &N2, NULL);
 	fnode_route(&N2, &N1, NULL);
+}
+
+/* pair_run: starts the nodes pair_init made; alice@one.test and
+ * bob@two.test register. */
+static void
+pair_run(void)
+{
+	struct run r;
+
 	ternd_start(&N1.t);
 	ternd_start(&N2.t);
 	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
@@ -200,6 +78,13 @@ pair_start(void)
 	TERN(&r, "bob", "register", "bob@two.test", "--server", N2.server);
 	ok(&r);
 	free(r.out);
+}
+
+static void
+pair_start(void)
+{
+	pair_init();
+	pair_run();
 }
 
 static void
@@ -226,33 +111,6 @@ send_ok(const char *who, const char *to, const char *text, char id[33])
 	free(r.out);
 }
 
-/* inbox_wait: runs `tern inbox` until want is in what it printed (all
- * runs together), for a node that needs a moment to hand over. */
-static char *
-inbox_wait(const char *who, const char *want, uint32_t max_ms)
-{
-	uint64_t end = ternd_now_ms() + max_ms;
-	size_t cap = 1 << 16, len = 0;
-	char *all = calloc(1, cap);
-	struct run r;
-
-	TT_ASSERT(all != NULL);
-	for (;;) {
-		TERN(&r, who, "inbox", "--json");
-		ok(&r);
-		if (len + strlen(r.out) + 1 < cap) {
-			memcpy(all + len, r.out, strlen(r.out) + 1);
-			len += strlen(r.out);
-		}
-		free(r.out);
-		if (strstr(all, want) != NULL)
-			return all;
-		if (ternd_now_ms() >= end)
-			tt_fail(__FILE__, __LINE__, "no '%s' after %u ms; got: "
-			    "%s", want, max_ms, all);
-		ternd_nap(200);
-	}
-}
 
 static void
 status_wait(const char *who, const char *id, const char *want)
@@ -434,112 +292,15 @@ TT_CASE(fed__wrong_key_refused_both_ways)
 
 /* --- a fake node: this process on the real transport ------------------ */
 
-struct fake {
-	uv_loop_t loop;
-	struct net_loop nl;
-	struct net_conn *c;
-	uint8_t priv[32], pub[32];
-	bool open, closed;
-	int err;
-	struct msg last;            /* the last answer (fixed fields) */
-	uint8_t type;
-	uint16_t code;
-	uint32_t answers;
-};
 
-static struct fake F;
-static unsigned long long metric_of(struct fnode *n, const char *name);
 
-/* Callbacks of an earlier connection (closing late) are ignored. */
-static void
-fk_open(struct net_conn *c)
-{
-	if (c == F.c)
-		F.open = true;
-}
 
-static int
-fk_message(struct net_conn *c, const uint8_t *buf, size_t len)
-{
-	struct msg m;
 
-	if (c != F.c)
-		return 0;
-	TT_OK(msg_decode(buf, len, &m));
-	F.type = m.type;
-	F.code = m.type == MSG_ERROR ? m.u.error.code : 0;
-	F.answers++;
-	return 0;
-}
 
-static void
-fk_closed(struct net_conn *c, int err)
-{
-	if (c != F.c)
-		return;
-	F.closed = true;
-	F.err = err;
-	F.c = NULL;
-}
 
-static const struct net_conn_cbs fk_cbs = {
-	.open = fk_open, .message = fk_message, .closed = fk_closed,
-};
 
-static void
-fk_send(const struct msg *m)
-{
-	uint8_t buf[MSG_MAX];
-	size_t n;
 
-	TT_OK(msg_encode(m, buf, sizeof(buf), &n));
-	TT_OK(net_conn_send(F.c, buf, n));
-}
 
-static void
-fk_wait_answer(uint32_t n)
-{
-	uint64_t end = ternd_now_ms() + 10000;
-
-	while (F.answers < n && !F.closed) {
-		uv_run(&F.loop, UV_RUN_NOWAIT);
-		TT_ASSERT(ternd_now_ms() < end);
-		ternd_nap(2);
-	}
-}
-
-static void
-fk_connect(uint16_t port, const uint8_t *rs)
-{
-	F.open = F.closed = false;
-	F.answers = 0;
-	TT_OK(net_connect(&F.nl, "127.0.0.1", port, CHAN_KIND_FEDERATION,
-	    CHAN_IK, F.priv, rs, MSG_MAX, &fk_cbs, 0, &F.c));
-	{
-		uint64_t end = ternd_now_ms() + 10000;
-		while (!F.open && !F.closed) {
-			uv_run(&F.loop, UV_RUN_NOWAIT);
-			TT_ASSERT(ternd_now_ms() < end);
-			ternd_nap(2);
-		}
-	}
-	if (!F.open)
-		tt_fail(__FILE__, __LINE__, "fake node: no handshake: %s",
-		    tern_strerror(F.err));
-}
-
-static void
-fk_hello(const char *domain, const char *to)
-{
-	struct msg m = {.type = MSG_FED_HELLO, .req = 1};
-
-	m.u.fed_hello.domain.p = domain;
-	m.u.fed_hello.domain.len = strlen(domain);
-	m.u.fed_hello.to_domain.p = to;
-	m.u.fed_hello.to_domain.len = strlen(to);
-	m.u.fed_hello.time_ms = 1;
-	fk_send(&m);
-}
 
 static void
 fk_env(uint32_t req, const char *from, const char *to)
@@ -985,21 +746,6 @@ run_err(struct fnode *n, const char *const *args, char *err, size_t cap)
 	return WEXITSTATUS(st);
 }
 
-/* metric_of: the value of a /metrics line of n's node (0 if absent). */
-static unsigned long long
-metric_of(struct fnode *n, const char *name)
-{
-	static char m[65536];
-	char key[128];
-	const char *p;
-	unsigned long long v = 0;
-
-	TT_ASSERT(ternd_http_get(&n->t, "/metrics", m, sizeof(m)) > 0);
-	snprintf(key, sizeof(key), "\n%s ", name);
-	if ((p = strstr(m, key)) != NULL)
-		TT_EQ(sscanf(p + strlen(key), "%llu", &v), 1);
-	return v;
-}
 
 /* follow_wait: the follower's output (file path) has want after offset
  * *off; *off moves past it. */
@@ -1081,22 +827,9 @@ TT_CASE(fed__presence_live_across_domains)
 	size_t off = 0;
 	pid_t pid;
 
-	fnode_init(&N1, "one.test");
-	fnode_init(&N2, "two.test");
-	fnode_route(&N1, &N2, NULL);
-	fnode_route(&N2, &N1, NULL);
+	pair_init();
 	TT_OK(config_file_set(N2.t.conf, "presence.online_threshold", "1s"));
-	ternd_start(&N1.t);
-	ternd_start(&N2.t);
-	snprintf(pdir, sizeof(pdir), "%s/profiles", N1.t.dir);
-	TT_EQ(mkdir(pdir, 0700), 0);
-	TERN(&r, "alice", "register", "alice@one.test", "--server",
-	    N1.server);
-	ok(&r);
-	free(r.out);
-	TERN(&r, "bob", "register", "bob@two.test", "--server", N2.server);
-	ok(&r);
-	free(r.out);
+	pair_run();
 
 	/* alice watches bob. */
 	snprintf(out, sizeof(out), "%s/follow.out", pdir);
