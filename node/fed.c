@@ -76,8 +76,21 @@ enum peer_st {
 
 struct infl {
 	uint32_t req;               /* the FED_ENV's req */
-	int64_t seq;                /* its queue entry */
+	int64_t seq;                /* its queue entry; 0: none (yet) */
+	struct fed_wb *wb;          /* sent before its enqueue committed
+	                               (write-back): the server's, until
+	                               fed_wb_end; seq is 0 meanwhile */
 	bool answered;              /* OK or ERROR came (out of order) */
+};
+
+/* struct fed_wb's state (fed.h) */
+enum {
+	FWB_NONE = 0,               /* not sent early: fed_offer at commit */
+	FWB_OUT,                    /* sent early, unanswered */
+	FWB_OK,                     /* the destination took it */
+	FWB_REFUSED,                /* refused for good: set aside at commit */
+	FWB_RETRY,                  /* refused for now: counted, resent */
+	FWB_LOST                    /* the link went: resent */
 };
 
 /* A relayed client request waiting for its FED_RESP. */
@@ -118,6 +131,9 @@ struct peer {
 	bool fetching;              /* a store_fed_fetch is out */
 	bool paused;                /* after a transient refusal */
 	int64_t last_seq;           /* highest seq sent on this link */
+	uint32_t late;              /* enqueues submitted, not sent early
+	                               and not committed yet: an early send
+	                               would overtake them */
 	/* FED_ENV in flight, a ring in sending order: answers come in
 	 * that order nearly always, so the one looked for is at the head. */
 	struct infl infl[FED_WINDOW];
@@ -794,6 +810,7 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 			    FED_WINDOW];
 			x->req = m.req;
 			x->seq = e->seq;
+			x->wb = NULL;
 			x->answered = false;
 			p->ninfl++;
 		}
@@ -844,24 +861,106 @@ final_refusal(int code)
 	    code == TERN_ETOOBIG;
 }
 
+/* peer_done_add: the destination took entry seq: delete it (batched). */
+static void
+peer_done_add(struct peer *p, int64_t seq)
+{
+	if (p->ndone == FED_DONE_BATCH)
+		peer_flush_done(p);
+	if (p->ndone < FED_DONE_BATCH)
+		p->done[p->ndone++] = seq;
+	/* else kept: sent again later, and dropped there as a repeat */
+}
+
+/*
+ * peer_hold: something sent before the envelopes still unanswered and not
+ * yet committed must go again from the store, so their commits must not
+ * move last_seq past it (fed_wb_end).
+ */
+static void
+peer_hold(struct peer *p)
+{
+	size_t k;
+
+	for (k = 0; k < p->ninfl; k++) {
+		struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+		if (x->wb != NULL)
+			x->wb->nolast = true;
+	}
+}
+
+/* peer_pause: after a transient refusal, send again from the store in a
+ * while (FED_REWIND_MS). */
+static void
+peer_pause(struct peer *p)
+{
+	peer_hold(p);
+	p->queued = true; /* it and what followed it go again */
+	p->paused = true;
+	(void)uv_timer_start(&p->timer, peer_timer_cb, FED_REWIND_MS, 0);
+}
+
+/*
+ * peer_answer_early: the answer to a FED_ENV sent before its enqueue
+ * committed. OK: withdraw the enqueue if the writer has not taken it yet
+ * (then nothing is ever written), else fed_wb_end deletes the entry at
+ * its commit. A refusal is acted on at the commit too, when the entry
+ * has its seq.
+ */
+static void
+peer_answer_early(struct peer *p, struct fed_wb *w, int code)
+{
+	struct fed *f = p->f;
+
+	w->peer = NULL;
+	if (code == 0) {
+		w->state = FWB_OK;
+		f->st.sent_total++;
+		if (store_cancel(f->store, w->handle) == 0)
+			f->st.writeback_total++;
+		peer_pump(p);
+		return;
+	}
+	if (final_refusal(code)) {
+		log_info("federation: %s refused an envelope: %s", p->domain,
+		    tern_strerror(code));
+		w->state = FWB_REFUSED;
+		peer_pump(p);
+		return;
+	}
+	w->state = FWB_RETRY;
+	peer_pause(p);
+}
+
 /* peer_answer: OK or ERROR for one of our FED_ENV. */
 static void
 peer_answer_env(struct peer *p, size_t k, int code)
 {
 	struct fed *f = p->f;
 	int64_t seq = p->infl[k].seq;
+	struct fed_wb *w = p->infl[k].wb;
 
 	p->infl[k].answered = true;
+	p->infl[k].wb = NULL;
 	while (p->ninfl > 0 && p->infl[p->ih].answered) {
 		p->ih = (p->ih + 1) % FED_WINDOW;
 		p->ninfl--;
 	}
+	if (w != NULL) {
+		peer_answer_early(p, w, code);
+		return;
+	}
+	if (seq == 0) {
+		/* Sent early, and its enqueue failed: its sender got that
+		 * error; nothing here to delete or to send again. */
+		if (code == 0)
+			f->st.sent_total++;
+		peer_pump(p);
+		return;
+	}
 	if (code == 0) {
 		f->st.sent_total++;
-		if (p->ndone == FED_DONE_BATCH)
-			peer_flush_done(p);
-		if (p->ndone < FED_DONE_BATCH)
-			p->done[p->ndone++] = seq;
+		peer_done_add(p, seq);
 		peer_pump(p);
 		peer_relay_check(p);
 		return;
@@ -893,9 +992,7 @@ peer_answer_env(struct peer *p, size_t k, int code)
 	}
 	if (seq - 1 < p->last_seq)
 		p->last_seq = seq - 1;
-	p->queued = true; /* it and what followed it go again */
-	p->paused = true;
-	(void)uv_timer_start(&p->timer, peer_timer_cb, FED_REWIND_MS, 0);
+	peer_pause(p);
 }
 
 /* --- outbound links ---------------------------------------------------- */
@@ -1292,11 +1389,18 @@ peer_lost(struct peer *p, int err)
 	}
 	p->relay = p->relay_idle = false;
 	for (k = 0; k < p->ninfl; k++) {
-		const struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
-		if (!x->answered && x->seq - 1 < p->last_seq)
+		struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+		if (x->answered)
+			continue;
+		if (x->wb != NULL) {
+			/* Not committed yet: fed_wb_end kicks the queue. */
+			x->wb->state = FWB_LOST;
+			x->wb->peer = NULL;
+			x->wb = NULL;
+		} else if (x->seq != 0 && x->seq - 1 < p->last_seq) {
 			p->last_seq = x->seq - 1;
-		if (!x->answered)
-			p->queued = true; /* sent again on the next link */
+		}
+		p->queued = true; /* sent again on the next link */
 	}
 	p->ninfl = 0;
 	p->ih = 0;
@@ -1494,10 +1598,125 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	x = &p->infl[(p->ih + p->ninfl) % FED_WINDOW];
 	x->req = m.req;
 	x->seq = seq;
+	x->wb = NULL;
 	x->answered = false;
 	p->ninfl++;
 	p->last_seq = seq;
 	p->last_tx = uv_now(f->loop);
+}
+
+void
+fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
+    struct fed_wb *w)
+{
+	struct peer *p;
+	struct msg m = {.type = MSG_FED_ENV};
+	struct infl *x;
+	size_t slot;
+
+	/* w->handle is the server's, set before */
+	w->peer = NULL;
+	w->state = FWB_NONE;
+	w->counted = w->nolast = false;
+	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
+		return; /* fed_wb_end: fed_offer, which kicks */
+	/* Early only where it cannot overtake anything: the link is up and
+	 * has nothing older to send, stored or about to be. Relay links
+	 * sign each envelope and are left to the queue. */
+	if (p->st != P_UP || p->conn == NULL || p->queued || p->fetching ||
+	    p->paused || p->relay || p->relay_idle || p->late > 0 ||
+	    p->ninfl >= FED_WINDOW)
+		goto late;
+	m.req = peer_req(p);
+	m.u.fed_env = *e;
+	if (fed_write(p->conn, &m) != 0)
+		goto late;
+	slot = (p->ih + p->ninfl) % FED_WINDOW;
+	x = &p->infl[slot];
+	x->req = m.req;
+	x->seq = 0;
+	x->wb = w;
+	x->answered = false;
+	p->ninfl++;
+	p->last_tx = uv_now(f->loop);
+	w->peer = p;
+	w->slot = slot;
+	w->state = FWB_OUT;
+	return;
+late:
+	p->late++;
+	w->counted = true;
+}
+
+bool
+fed_wb_end(struct fed *f, const char *domain, struct fed_wb *w, int status,
+    int64_t seq, const struct msg_fed_env *e)
+{
+	struct peer *p;
+	int st = w->state;
+
+	if (st == FWB_NONE) {
+		if (w->counted && f != NULL &&
+		    (p = peer_find(f, domain, false)) != NULL && p->late > 0)
+			p->late--;
+		w->counted = false;
+		if (status == 0 && f != NULL && !f->stopping)
+			fed_offer(f, domain, seq, e);
+		return false;
+	}
+	if (st == FWB_OUT) {
+		/* Committed (or failed) before its answer came. */
+		struct infl *x;
+		p = w->peer;
+		x = &p->infl[w->slot];
+		x->wb = NULL;
+		w->peer = NULL;
+		w->state = FWB_NONE;
+		if (status != 0)
+			return false; /* x->seq stays 0: nothing stored */
+		x->seq = seq;
+		/* Its place in the queue is sent unless something before it
+		 * must go again (queued, paused: the store sends from
+		 * last_seq on, this one included). */
+		if (!w->nolast && !p->queued && !p->paused && seq > p->last_seq)
+			p->last_seq = seq;
+		return false;
+	}
+	/* Answered before the commit, or its link went. */
+	if (status != 0 || f == NULL || f->stopping ||
+	    (p = peer_find(f, domain, false)) == NULL)
+		return st == FWB_OK; /* stored or not, the store has it right:
+		                        a kept entry is sent again later */
+	switch (st) {
+	case FWB_OK:
+		peer_done_add(p, seq);
+		peer_pump(p);
+		break;
+	case FWB_REFUSED:
+		if (store_fed_refuse(f->store, seq, STORE_NOTICE_REFUSED,
+		    refuse_cb, f) == 0) {
+			f->pending++;
+			f->st.refused_total++;
+		}
+		break;
+	case FWB_RETRY: {
+		struct attempt_ctx *a = malloc(sizeof(*a));
+		if (a != NULL) {
+			a->f = f;
+			a->seq = seq;
+			if (store_fed_attempt(f->store, seq, attempt_cb, a) == 0)
+				f->pending++;
+			else
+				free(a);
+		}
+		fed_kick(f, domain);
+		break;
+	}
+	default: /* FWB_LOST */
+		fed_kick(f, domain);
+		break;
+	}
+	return st == FWB_OK;
 }
 
 int
@@ -2776,7 +2995,17 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 		fin_put(in);
 	}
 	for (p = f->peers; p != NULL; p = next) {
+		size_t k;
 		next = p->next;
+		/* The server's write-back contexts outlive us: let go. */
+		for (k = 0; k < p->ninfl; k++) {
+			struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+			if (x->wb != NULL) {
+				x->wb->state = FWB_LOST;
+				x->wb->peer = NULL;
+				x->wb = NULL;
+			}
+		}
 		peer_fail_fwds(p, TERN_ECLOSED, false);
 		if (p->conn != NULL) {
 			((struct fconn *)net_conn_data(p->conn))->p = NULL;

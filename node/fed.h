@@ -125,6 +125,41 @@ void fed_offer(struct fed *f, const char *domain, int64_t seq,
     const struct msg_fed_env *e);
 
 /*
+ * Origin write-back (SPEC.md 13.2). The server submits the outbound
+ * enqueue of a SEND (store_fed_enqueue_h), then calls fed_wb_begin: if
+ * the domain's link is established and has nothing older to send, the
+ * FED_ENV is written now, before the commit. When the destination's OK
+ * comes before the writer took the enqueue, fed withdraws it
+ * (store_cancel): the entry is never written nor deleted. Otherwise the
+ * entry is committed and handled by its answer as any other.
+ *
+ * struct fed_wb lives in the server's context of that SEND; fed points
+ * at it only while the FED_ENV is unanswered and the enqueue not done,
+ * and lets go at fed_wb_end or fed_stop. The server calls fed_wb_end
+ * exactly once, in the enqueue's callback (status, and res->seq when 0),
+ * with f = NULL once fed is gone. It returns true if the destination has
+ * answered OK: then the SEND is answered SENT whatever the status (the
+ * envelope is safe at the destination), else SENT only for status 0.
+ * For an envelope not sent early, fed_wb_end does what fed_offer does.
+ */
+struct fed_wb {
+	void *peer;                 /* fed's peer while attached, or NULL */
+	struct store_req *handle;   /* the enqueue, for store_cancel: the
+	                               server sets it before fed_wb_begin */
+	size_t slot;                /* its in-flight entry while attached */
+	int state;                  /* fed.c's FWB_* */
+	bool counted;               /* a not-yet-committed entry the link
+	                               must not overtake */
+	bool nolast;                /* an earlier one failed: its commit
+	                               must not move the link's position */
+};
+
+void fed_wb_begin(struct fed *f, const char *domain,
+    const struct msg_fed_env *e, struct fed_wb *w);
+bool fed_wb_end(struct fed *f, const char *domain, struct fed_wb *w,
+    int status, int64_t seq, const struct msg_fed_env *e);
+
+/*
  * fed_send_now: an ephemeral envelope (class 3), never queued: written to
  * domain's link if it is established, else dropped. 0 or TERN_EUNREACH
  * (dropped; not an error to the sender, SPEC.md 13.2).
@@ -167,6 +202,9 @@ struct fed_stats {
 	uint64_t relayed_in_total;  /* envelopes stored as a backup relay */
 	uint64_t relay_refused_total; /* FED_RENV refused: unauthorized
 	                               relay or bad origin signature */
+	uint64_t writeback_total;   /* envelopes the destination took
+	                               before our enqueue was written:
+	                               never stored here (13.2) */
 };
 void fed_stats(const struct fed *f, struct fed_stats *out);
 

@@ -104,6 +104,9 @@ static const struct metrics_def metrics_defs[] = {
 	MD(fed_relay_refused_total, MK_COUNTER,
 	    "Relayed envelopes (FED_RENV) refused: unauthorized relay or "
 	    "bad origin signature."),
+	MD(fed_writeback_total, MK_COUNTER,
+	    "Envelopes for other domains their node took before the "
+	    "outbound enqueue was written here: never stored."),
 	MD(store_batches_total, MK_COUNTER, "Store transactions committed."),
 	MD(store_requests_total, MK_COUNTER,
 	    "Store requests in those transactions."),

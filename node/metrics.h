@@ -93,6 +93,8 @@ struct metrics {
 	uint64_t fed_presence_watchers;  /* other domains' users watching ours */
 	uint64_t fed_presence_pushed_total; /* FED_PRESENCE sent */
 	uint64_t fed_relayed_in_total;   /* envelopes held as a backup relay */
+	uint64_t fed_writeback_total;    /* outbound envelopes taken before
+	                                    their enqueue was written */
 	uint64_t fed_relay_refused_total; /* FED_RENV refused */
 
 	/* Store. */

@@ -1781,8 +1781,10 @@ struct fedq_ctx {
 	uint32_t req;
 	uint8_t env_id[MSG_ID_LEN];
 	char domain[IDENT_DOMAIN_MAX + 1];
-	/* The envelope again, to offer it to an established link as soon
-	 * as it is durable (fed_offer), without reading it back. */
+	/* The envelope again, to write it to an established link before
+	 * the enqueue commits (fed_wb_begin: write-back) or as soon as it
+	 * does (fed_offer), without reading it back. */
+	struct fed_wb wb;
 	char from[SRV_ADDR_BUF];
 	char to[SRV_ADDR_BUF];
 	struct msg_fed_env e;
@@ -1795,20 +1797,17 @@ fedq_done(void *arg, int status, const struct store_result *res)
 	struct fedq_ctx *q = arg;
 	struct session *ss = q->ss;
 	struct server *srv = ss->srv;
+	/* Committed, or (write-back) the destination took it already: its
+	 * OK means durable there, so SENT holds even if our write failed or
+	 * was withdrawn (SPEC.md 13.2). */
+	bool taken = fed_wb_end(srv->fed, q->domain, &q->wb, status,
+	    status == 0 ? res->seq : 0, &q->e);
 
-	if (status == 0) {
+	if (status == 0 || taken) {
 		struct msg m = {.type = MSG_SENT, .req = q->req};
 		memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
 		if (ss->state == SS_AUTHED)
 			(void)session_send(ss, &m);
-		if (srv->fed != NULL) {
-			q->e.from.p = q->from;
-			q->e.from.len = strlen(q->from);
-			q->e.to.p = q->to;
-			q->e.to.len = strlen(q->to);
-			q->e.payload.p = q->payload;
-			fed_offer(srv->fed, q->domain, res->seq, &q->e);
-		}
 	} else {
 		if (status == TERN_EDISK)
 			srv->m.disk_errors_total++;
@@ -1882,6 +1881,11 @@ send_remote(struct session *ss, const struct msg *m)
 	q->e.payload.len = s->payload.len;
 	if (s->payload.len > 0)
 		memcpy(q->payload, s->payload.p, s->payload.len);
+	q->e.from.p = q->from;
+	q->e.from.len = strlen(q->from);
+	q->e.to.p = q->to;
+	q->e.to.len = strlen(q->to);
+	q->e.payload.p = q->payload;
 	in.dest_domain = q->domain;
 	memcpy(in.env_id, s->id, MSG_ID_LEN);
 	in.to_addr = to;
@@ -1896,11 +1900,16 @@ send_remote(struct session *ss, const struct msg *m)
 	in.payload = s->payload.p;
 	in.payload_len = s->payload.len;
 	ss->pending++;
-	if ((r = store_fed_enqueue(srv->store, &in, fedq_done, q)) != 0) {
+	if ((r = store_fed_enqueue_h(srv->store, &in, fedq_done, q,
+	    &q->wb.handle)) != 0) {
 		ss->pending--;
 		free(q);
 		session_error(ss, m->req, r, NULL);
+		return;
 	}
+	/* Submitted: now it may go before it commits (the handle is set). */
+	if (srv->fed != NULL)
+		fed_wb_begin(srv->fed, q->domain, &q->e, &q->wb);
 }
 
 struct fwd_ctx {
@@ -2989,6 +2998,7 @@ server_gauges(struct server *srv)
 		srv->m.fed_presence_pushed_total = srv->presence_pushed;
 		srv->m.fed_relayed_in_total = fs.relayed_in_total;
 		srv->m.fed_relay_refused_total = fs.relay_refused_total;
+		srv->m.fed_writeback_total = fs.writeback_total;
 	}
 }
 

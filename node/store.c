@@ -923,6 +923,14 @@ int
 store_fed_enqueue(struct store *s, const struct store_fed_in *e, store_cb cb,
     void *arg)
 {
+	return store_fed_enqueue_h(s, e, cb, arg, NULL);
+}
+
+int
+store_fed_enqueue_h(struct store *s, const struct store_fed_in *e,
+    store_cb cb, void *arg, struct store_req **handle)
+{
+	int rc;
 	struct store_req *r;
 	size_t dlen, tlen, alen;
 	char *cur;
@@ -958,7 +966,10 @@ store_fed_enqueue(struct store *s, const struct store_fed_in *e, store_cb cb,
 			r->u.fed_enq.sig = store_req_copy(&cur, e->sig,
 			    STORE_FED_SIG_LEN);
 	}
-	return store_submit(s, r);
+	rc = store_submit(s, r);
+	if (rc == 0 && handle != NULL)
+		*handle = r;
+	return rc;
 }
 
 int

@@ -500,6 +500,12 @@ struct store_fed_domain {
 int store_fed_enqueue(struct store *s, const struct store_fed_in *e,
     store_cb cb, void *arg) TERN_WUR;
 
+/* store_fed_enqueue_h also gives a handle for store_cancel, valid until
+ * the callback has run: the origin's write-back withdraws an entry whose
+ * destination answered OK before the writer took it (SPEC.md 13.2). */
+int store_fed_enqueue_h(struct store *s, const struct store_fed_in *e,
+    store_cb cb, void *arg, struct store_req **handle) TERN_WUR;
+
 /*
  * store_fed_fetch returns up to limit (1..STORE_FED_FETCH_MAX) entries
  * queued for dest_domain with seq > after_seq, in seq order, and
