@@ -54,7 +54,7 @@
 #include "nodesig.h"
 
 #define FED_TARGETS_MAX 8
-#define FED_DONE_BATCH 256
+#define FED_DONE_MIN 256            /* first size of a peer's done list */
 #define FED_STATIC_MAX 256
 #define FED_REWIND_MS 1000          /* pause after a transient refusal */
 /* What one peer domain's link may send us: a bucket of FED_IN_BURST
@@ -131,17 +131,19 @@ struct peer {
 	bool fetching;              /* a store_fed_fetch is out */
 	bool paused;                /* after a transient refusal */
 	int64_t last_seq;           /* highest seq sent on this link */
-	uint32_t late;              /* enqueues submitted, not sent early
-	                               and not committed yet: an early send
-	                               would overtake them */
+	struct fed_wb *wait_head;   /* enqueues submitted and not committed,
+	                               waiting for the link to take them */
+	struct fed_wb *wait_tail;
 	/* FED_ENV in flight, a ring in sending order: answers come in
 	 * that order nearly always, so the one looked for is at the head. */
 	struct infl infl[FED_WINDOW];
 	size_t ih;                  /* the oldest */
 	size_t ninfl;               /* ring entries (answered ones at the
 	                               head are dropped at once) */
-	int64_t done[FED_DONE_BATCH];
-	size_t ndone;
+	int64_t *done;              /* OK'd entries to delete: each one
+	                               kept until deleted, or it would stay
+	                               queued (and expire with a false notice) */
+	size_t ndone, done_cap;
 	bool done_busy;             /* a store_fed_done is out */
 	uint32_t next_req;
 	struct fwd *fwds;           /* relayed requests, oldest first */
@@ -213,6 +215,10 @@ struct fed {
 	size_t npeers;
 	struct fin *fins;           /* inbound links open */
 	uv_timer_t tick;            /* forwarded requests' deadlines */
+	uv_timer_t hold;            /* the end of the oldest hold */
+	struct fed_wb *hold_head;   /* held enqueues (fed_wb_hold), oldest */
+	struct fed_wb *hold_tail;   /* first: hold_until in order */
+	uint32_t nheld;
 	struct fed_stats st;
 	uint32_t pending;           /* store and DNS callbacks outstanding */
 	uint32_t handles;           /* uv handles not yet closed */
@@ -222,6 +228,8 @@ struct fed {
 };
 
 static void peer_pump(struct peer *p);
+static void peer_drain_wait(struct peer *p);
+static void hold_unlink(struct fed *f, struct fed_wb *w);
 static void peer_connect(struct peer *p);
 static bool peer_next_target(struct peer *p);
 static int peer_dial(struct peer *p, const char *host, uint16_t port,
@@ -713,12 +721,16 @@ peer_flush_done(struct peer *p)
 {
 	struct fed *f = p->f;
 
-	if (p->done_busy || p->ndone == 0 || f->stopping)
+	size_t n = p->ndone < STORE_FED_DONE_MAX ? p->ndone :
+	    STORE_FED_DONE_MAX;
+
+	if (p->done_busy || n == 0 || f->stopping)
 		return;
-	if (store_fed_done(f->store, p->done, p->ndone, done_cb, p) != 0)
+	if (store_fed_done(f->store, p->done, n, done_cb, p) != 0)
 		return; /* kept: tried again with the next answer */
 	p->done_busy = true;
-	p->ndone = 0;
+	p->ndone -= n;
+	memmove(p->done, p->done + n, p->ndone * sizeof(*p->done));
 	f->pending++;
 }
 
@@ -817,10 +829,14 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		p->last_seq = e->seq;
 		p->last_tx = uv_now(f->loop);
 	}
-	/* Nothing stored past last_seq: what is in flight is tracked, and
-	 * new entries come through fed_offer in seq order. */
-	if (res->n_fed_envs == 0 && !res->more && p->kicks == p->fetch_kicks) {
+	/* Nothing stored past last_seq (all it read is sent, and it read
+	 * to the end): what is in flight is tracked, and newer entries come
+	 * through fed_offer in seq order, or before their commit from the
+	 * waiting list. */
+	if (i == res->n_fed_envs && !res->more &&
+	    p->kicks == p->fetch_kicks) {
 		p->queued = false;
+		peer_drain_wait(p);
 		peer_relay_check(p);
 	} else {
 		peer_pump(p); /* more, or announced while this fetch ran */
@@ -835,6 +851,8 @@ peer_pump(struct peer *p)
 	uint32_t room;
 
 	peer_flush_done(p);
+	if (!p->queued)
+		peer_drain_wait(p);
 	if (p->st != P_UP || p->fetching || p->paused || !p->queued ||
 	    p->relay_idle || f->stopping)
 		return;
@@ -865,11 +883,21 @@ final_refusal(int code)
 static void
 peer_done_add(struct peer *p, int64_t seq)
 {
-	if (p->ndone == FED_DONE_BATCH)
-		peer_flush_done(p);
-	if (p->ndone < FED_DONE_BATCH)
-		p->done[p->ndone++] = seq;
-	/* else kept: sent again later, and dropped there as a repeat */
+	if (p->ndone == p->done_cap) {
+		size_t cap = p->done_cap > 0 ? p->done_cap * 2 : FED_DONE_MIN;
+		int64_t *d = realloc(p->done, cap * sizeof(*d));
+		if (d == NULL) {
+			/* Kept queued: sent again after a restart, and dropped
+			 * there as a repeat. */
+			log_warn("federation: out of memory: envelope seq %lld "
+			    "for %s stays queued", (long long)seq, p->domain);
+			return;
+		}
+		p->done = d;
+		p->done_cap = cap;
+	}
+	p->done[p->ndone++] = seq;
+	peer_flush_done(p);
 }
 
 /*
@@ -896,6 +924,7 @@ peer_pause(struct peer *p)
 {
 	peer_hold(p);
 	p->queued = true; /* it and what followed it go again */
+	p->kicks++;       /* a fetch out now started after last_seq moved */
 	p->paused = true;
 	(void)uv_timer_start(&p->timer, peer_timer_cb, FED_REWIND_MS, 0);
 }
@@ -912,12 +941,22 @@ peer_answer_early(struct peer *p, struct fed_wb *w, int code)
 {
 	struct fed *f = p->f;
 
+	bool held = w->held;
+
 	w->peer = NULL;
+	if (held)
+		hold_unlink(f, w);
 	if (code == 0) {
 		w->state = FWB_OK;
 		f->st.sent_total++;
-		if (store_cancel(f->store, w->handle) == 0)
+		if (held) {
+			/* Never stored here: the server answers SENT and
+			 * frees w. */
 			f->st.writeback_total++;
+			w->taken(w);
+		} else if (store_cancel(f->store, w->handle) == 0) {
+			f->st.writeback_total++;
+		}
 		peer_pump(p);
 		return;
 	}
@@ -925,11 +964,15 @@ peer_answer_early(struct peer *p, struct fed_wb *w, int code)
 		log_info("federation: %s refused an envelope: %s", p->domain,
 		    tern_strerror(code));
 		w->state = FWB_REFUSED;
+		if (held)
+			w->submit(w); /* set aside at its commit */
 		peer_pump(p);
 		return;
 	}
 	w->state = FWB_RETRY;
 	peer_pause(p);
+	if (held)
+		w->submit(w); /* counted and sent again after its commit */
 }
 
 /* peer_answer: OK or ERROR for one of our FED_ENV. */
@@ -1394,13 +1437,19 @@ peer_lost(struct peer *p, int err)
 			continue;
 		if (x->wb != NULL) {
 			/* Not committed yet: fed_wb_end kicks the queue. */
-			x->wb->state = FWB_LOST;
-			x->wb->peer = NULL;
+			struct fed_wb *wb = x->wb;
+			wb->state = FWB_LOST;
+			wb->peer = NULL;
 			x->wb = NULL;
+			if (wb->held) {
+				hold_unlink(f, wb);
+				wb->submit(wb);
+			}
 		} else if (x->seq != 0 && x->seq - 1 < p->last_seq) {
 			p->last_seq = x->seq - 1;
 		}
 		p->queued = true; /* sent again on the next link */
+		p->kicks++;
 	}
 	p->ninfl = 0;
 	p->ih = 0;
@@ -1584,10 +1633,20 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	struct msg m = {.type = MSG_FED_ENV};
 	struct infl *x;
 
-	if (p == NULL || p->st != P_UP || p->conn == NULL || p->queued ||
-	    p->fetching || p->paused || p->relay_idle ||
-	    p->ninfl >= FED_WINDOW || seq <= p->last_seq) {
+	if (p == NULL || p->st != P_UP || p->conn == NULL) {
 		fed_kick(f, domain);
+		return;
+	}
+	if (seq <= p->last_seq)
+		return; /* a fetch that read it after its commit sent it */
+	if (p->queued || p->fetching || p->paused || p->relay_idle ||
+	    p->ninfl >= FED_WINDOW) {
+		/* The queue sends it in turn. A fetch out now reads it: its
+		 * read comes after this commit (the writer serves reads after
+		 * the writes of their batch, and callbacks come in order), so
+		 * this is not a kick that fetch could have missed. */
+		p->queued = true;
+		peer_pump(p);
 		return;
 	}
 	m.req = peer_req(p);
@@ -1605,8 +1664,103 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	p->last_tx = uv_now(f->loop);
 }
 
-void
-fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
+/* wait_unlink: w leaves its peer's waiting list. */
+static void
+wait_unlink(struct peer *p, struct fed_wb *w)
+{
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else
+		p->wait_head = w->next;
+	if (w->next != NULL)
+		w->next->prev = w->prev;
+	else
+		p->wait_tail = w->prev;
+	w->prev = w->next = NULL;
+	w->waiting = false;
+}
+
+/* hold_unlink: w leaves the held list (its enqueue is submitted next,
+ * or never). */
+static void
+hold_unlink(struct fed *f, struct fed_wb *w)
+{
+	if (w->hprev != NULL)
+		w->hprev->hnext = w->hnext;
+	else
+		f->hold_head = w->hnext;
+	if (w->hnext != NULL)
+		w->hnext->hprev = w->hprev;
+	else
+		f->hold_tail = w->hprev;
+	w->hprev = w->hnext = NULL;
+	w->held = false;
+	f->nheld--;
+}
+
+/* peer_can_send: the link takes a new envelope now without overtaking
+ * one that waits in the store. Relay links sign each envelope and are
+ * left to the queue. */
+static bool
+peer_can_send(const struct peer *p)
+{
+	return p->st == P_UP && p->conn != NULL && !p->queued &&
+	    !p->fetching && !p->paused && !p->relay && !p->relay_idle &&
+	    !p->f->stopping && p->ninfl < FED_WINDOW;
+}
+
+/*
+ * peer_drain_wait: writes waiting envelopes, oldest first, while the
+ * link takes them. Each is in flight before its enqueue has committed:
+ * its seq comes with fed_wb_end.
+ */
+static void
+peer_drain_wait(struct peer *p)
+{
+	struct fed_wb *w;
+
+	while ((w = p->wait_head) != NULL && peer_can_send(p)) {
+		struct msg m = {.type = MSG_FED_ENV};
+		struct infl *x;
+		size_t slot;
+
+		m.req = peer_req(p);
+		m.u.fed_env = *w->e;
+		if (fed_write(p->conn, &m) != 0)
+			return; /* it waits for its commit, then the queue */
+		wait_unlink(p, w);
+		slot = (p->ih + p->ninfl) % FED_WINDOW;
+		x = &p->infl[slot];
+		x->req = m.req;
+		x->seq = 0;
+		x->wb = w;
+		x->answered = false;
+		p->ninfl++;
+		p->last_tx = uv_now(p->f->loop);
+		w->slot = slot;
+		w->state = FWB_OUT;
+	}
+}
+
+static void
+hold_cb(uv_timer_t *t)
+{
+	struct fed *f = t->data;
+	uint64_t now = uv_now(f->loop);
+	struct fed_wb *w;
+
+	/* Not answered in time: stored after all (w stays in flight). */
+	while ((w = f->hold_head) != NULL && w->hold_until <= now) {
+		hold_unlink(f, w);
+		w->submit(w);
+	}
+	if (f->hold_head != NULL && !f->stopping)
+		(void)uv_timer_start(&f->hold, hold_cb,
+		    f->hold_head->hold_until - now, 0);
+}
+
+bool
+fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
     struct fed_wb *w)
 {
 	struct peer *p;
@@ -1614,23 +1768,20 @@ fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
 	struct infl *x;
 	size_t slot;
 
-	/* w->handle is the server's, set before */
 	w->peer = NULL;
+	w->e = e;
+	w->prev = w->next = w->hprev = w->hnext = NULL;
 	w->state = FWB_NONE;
-	w->counted = w->nolast = false;
-	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
-		return; /* fed_wb_end: fed_offer, which kicks */
-	/* Early only where it cannot overtake anything: the link is up and
-	 * has nothing older to send, stored or about to be. Relay links
-	 * sign each envelope and are left to the queue. */
-	if (p->st != P_UP || p->conn == NULL || p->queued || p->fetching ||
-	    p->paused || p->relay || p->relay_idle || p->late > 0 ||
-	    p->ninfl >= FED_WINDOW)
-		goto late;
+	w->waiting = w->nolast = w->held = false;
+	/* Only where nothing older waits, for the link or in the store. */
+	if (f->stopping || f->nheld >= FED_HOLD_MAX ||
+	    (p = peer_find(f, domain, false)) == NULL ||
+	    p->wait_head != NULL || !peer_can_send(p))
+		return false;
 	m.req = peer_req(p);
 	m.u.fed_env = *e;
 	if (fed_write(p->conn, &m) != 0)
-		goto late;
+		return false;
 	slot = (p->ih + p->ninfl) % FED_WINDOW;
 	x = &p->infl[slot];
 	x->req = m.req;
@@ -1642,10 +1793,43 @@ fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
 	w->peer = p;
 	w->slot = slot;
 	w->state = FWB_OUT;
-	return;
-late:
-	p->late++;
-	w->counted = true;
+	w->held = true;
+	w->hold_until = uv_now(f->loop) + FED_HOLD_MS;
+	w->hprev = f->hold_tail;
+	if (f->hold_tail != NULL)
+		f->hold_tail->hnext = w;
+	else
+		f->hold_head = w;
+	f->hold_tail = w;
+	if (f->nheld++ == 0)
+		(void)uv_timer_start(&f->hold, hold_cb, FED_HOLD_MS, 0);
+	return true;
+}
+
+void
+fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
+    struct fed_wb *w)
+{
+	struct peer *p;
+
+	/* w->handle is the server's, set before */
+	w->peer = NULL;
+	w->e = e;
+	w->prev = w->next = NULL;
+	w->hprev = w->hnext = NULL;
+	w->state = FWB_NONE;
+	w->waiting = w->nolast = w->held = false;
+	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
+		return; /* fed_wb_end: fed_offer, which kicks */
+	w->peer = p;
+	w->waiting = true;
+	w->prev = p->wait_tail;
+	if (p->wait_tail != NULL)
+		p->wait_tail->next = w;
+	else
+		p->wait_head = w;
+	p->wait_tail = w;
+	peer_drain_wait(p);
 }
 
 bool
@@ -1656,10 +1840,10 @@ fed_wb_end(struct fed *f, const char *domain, struct fed_wb *w, int status,
 	int st = w->state;
 
 	if (st == FWB_NONE) {
-		if (w->counted && f != NULL &&
-		    (p = peer_find(f, domain, false)) != NULL && p->late > 0)
-			p->late--;
-		w->counted = false;
+		/* Never sent: as any committed entry. */
+		if (w->waiting)
+			wait_unlink(w->peer, w);
+		w->peer = NULL;
 		if (status == 0 && f != NULL && !f->stopping)
 			fed_offer(f, domain, seq, e);
 		return false;
@@ -2865,6 +3049,9 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	}
 	f->tick.data = f;
 	f->handles = 1;
+	(void)uv_timer_init(loop, &f->hold); /* cannot fail on a live loop */
+	f->hold.data = f;
+	f->handles++;
 	(void)uv_timer_start(&f->tick, tick_cb, 1000, 1000);
 	if (store_fed_domains(store, NULL, domains_cb, f) == 0)
 		f->pending++;
@@ -2953,6 +3140,7 @@ fed_maybe_freed(struct fed *f)
 		return;
 	while ((p = f->peers) != NULL) {
 		f->peers = p->next;
+		free(p->done);
 		free(p);
 	}
 	ktrust_free(f->kt);
@@ -2998,12 +3186,23 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 		size_t k;
 		next = p->next;
 		/* The server's write-back contexts outlive us: let go. */
+		while (p->wait_head != NULL) {
+			struct fed_wb *w = p->wait_head;
+			wait_unlink(p, w);
+			w->peer = NULL;
+		}
 		for (k = 0; k < p->ninfl; k++) {
 			struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
 			if (x->wb != NULL) {
-				x->wb->state = FWB_LOST;
-				x->wb->peer = NULL;
+				struct fed_wb *w = x->wb;
+				w->state = FWB_LOST;
+				w->peer = NULL;
 				x->wb = NULL;
+				if (w->held) {
+					/* Stored now: sent after a restart. */
+					hold_unlink(f, w);
+					w->submit(w);
+				}
 			}
 		}
 		peer_fail_fwds(p, TERN_ECLOSED, false);
@@ -3016,6 +3215,7 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 		uv_close((uv_handle_t *)&p->timer, peer_timer_closed);
 	}
 	uv_close((uv_handle_t *)&f->tick, fed_handle_closed);
+	uv_close((uv_handle_t *)&f->hold, fed_handle_closed);
 	f->handles += 2;
 	fdisc_close(f->disc, fed_disc_closed, f);
 	dns_close(f->dns, fed_dns_closed, f);

@@ -126,33 +126,59 @@ void fed_offer(struct fed *f, const char *domain, int64_t seq,
 
 /*
  * Origin write-back (SPEC.md 13.2). The server submits the outbound
- * enqueue of a SEND (store_fed_enqueue_h), then calls fed_wb_begin: if
- * the domain's link is established and has nothing older to send, the
- * FED_ENV is written now, before the commit. When the destination's OK
- * comes before the writer took the enqueue, fed withdraws it
- * (store_cancel): the entry is never written nor deleted. Otherwise the
- * entry is committed and handled by its answer as any other.
+ * enqueue of a SEND (store_fed_enqueue_h), then calls fed_wb_begin: the
+ * FED_ENV goes on the domain's link as soon as the link can take it and
+ * has nothing older to send, before or after the commit. When the
+ * destination's OK comes before the writer took the enqueue, fed
+ * withdraws it (store_cancel): the entry is never written nor deleted.
+ * Otherwise the entry is committed and handled by its answer as any
+ * other.
  *
- * struct fed_wb lives in the server's context of that SEND; fed points
- * at it only while the FED_ENV is unanswered and the enqueue not done,
- * and lets go at fed_wb_end or fed_stop. The server calls fed_wb_end
- * exactly once, in the enqueue's callback (status, and res->seq when 0),
- * with f = NULL once fed is gone. It returns true if the destination has
- * answered OK: then the SEND is answered SENT whatever the status (the
- * envelope is safe at the destination), else SENT only for status 0.
- * For an envelope not sent early, fed_wb_end does what fed_offer does.
+ * struct fed_wb lives in the server's context of that SEND, with the
+ * envelope e; fed points at both only until fed_wb_end (or fed_stop).
+ * The server calls fed_wb_end exactly once, in the enqueue's callback
+ * (status, and res->seq when 0), with f = NULL once fed is gone. It
+ * returns true if the destination has answered OK: then the SEND is
+ * answered SENT whatever the status (the envelope is safe at the
+ * destination), else SENT only for status 0. An envelope still waiting
+ * for the link at its commit goes the way of fed_offer.
+ *
+ * Before that, the server offers the envelope with fed_wb_hold: if the
+ * link can take it now, it is written and the enqueue is held back for
+ * up to FED_HOLD_MS, since the OK usually comes sooner and then nothing
+ * is stored here at all: fed calls w->taken (answer SENT, free the
+ * context; w is not touched after). Otherwise, when the hold ends or
+ * the destination refuses it or the link goes, fed calls w->submit: the
+ * server submits the enqueue then (and goes on as after fed_wb_begin,
+ * without calling it). fed_wb_hold returns false if it did not take the
+ * envelope: submit it and call fed_wb_begin. The sender has no SENT for
+ * a held envelope, so a crash loses nothing it was told was safe.
  */
 struct fed_wb {
-	void *peer;                 /* fed's peer while attached, or NULL */
+	void *peer;                 /* fed's peer while fed holds it */
 	struct store_req *handle;   /* the enqueue, for store_cancel: the
 	                               server sets it before fed_wb_begin */
-	size_t slot;                /* its in-flight entry while attached */
+	const struct msg_fed_env *e; /* the server's copy of the envelope */
+	struct fed_wb *prev, *next; /* the peer's waiting list, in the
+	                               order submitted (= commit order) */
+	size_t slot;                /* its in-flight entry while sent */
 	int state;                  /* fed.c's FWB_* */
-	bool counted;               /* a not-yet-committed entry the link
-	                               must not overtake */
+	bool waiting;               /* not sent yet, not committed yet */
 	bool nolast;                /* an earlier one failed: its commit
 	                               must not move the link's position */
+	/* fed_wb_hold: */
+	void (*submit)(struct fed_wb *w);
+	void (*taken)(struct fed_wb *w);
+	uint64_t hold_until;        /* uv_now when it is submitted anyway */
+	struct fed_wb *hprev, *hnext; /* fed's held list, by hold_until */
+	bool held;                  /* sent, its enqueue not submitted */
 };
+
+#define FED_HOLD_MS 20              /* longest hold of an enqueue */
+#define FED_HOLD_MAX 16384          /* envelopes held at once, all links */
+
+bool fed_wb_hold(struct fed *f, const char *domain,
+    const struct msg_fed_env *e, struct fed_wb *w);
 
 void fed_wb_begin(struct fed *f, const char *domain,
     const struct msg_fed_env *e, struct fed_wb *w);

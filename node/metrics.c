@@ -441,5 +441,17 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	    (unsigned long long)m->rate_limited_total,
 	    (unsigned long long)m->protocol_errors_total,
 	    (unsigned long long)m->disk_errors_total);
+	if (m->fed_links_up + m->fed_inbound_up + m->fed_sent_total +
+	    m->fed_received_total + m->fed_queued > 0)
+		metrics_put(w, "federation:    %llu links out, %llu in; "
+		    "%llu queued out; %llu sent (%llu taken before they "
+		    "were written here), %llu refused; %llu received\n",
+		    (unsigned long long)m->fed_links_up,
+		    (unsigned long long)m->fed_inbound_up,
+		    (unsigned long long)m->fed_queued,
+		    (unsigned long long)m->fed_sent_total,
+		    (unsigned long long)m->fed_writeback_total,
+		    (unsigned long long)m->fed_refused_total,
+		    (unsigned long long)m->fed_received_total);
 	return buf_writer_err(w);
 }

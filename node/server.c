@@ -1785,6 +1785,8 @@ struct fedq_ctx {
 	 * the enqueue commits (fed_wb_begin: write-back) or as soon as it
 	 * does (fed_offer), without reading it back. */
 	struct fed_wb wb;
+	int64_t sender_user;        /* for the enqueue, maybe submitted */
+	int64_t expires_ms;         /* later (fed_wb_hold) */
 	char from[SRV_ADDR_BUF];
 	char to[SRV_ADDR_BUF];
 	struct msg_fed_env e;
@@ -1819,6 +1821,63 @@ fedq_done(void *arg, int status, const struct store_result *res)
 	session_release(ss);
 }
 
+/* fedq_submit: the outbound enqueue of q's envelope (q->wb.handle). */
+static int
+fedq_submit(struct fedq_ctx *q)
+{
+	struct store_fed_in in = {0};
+
+	in.dest_domain = q->domain;
+	memcpy(in.env_id, q->env_id, MSG_ID_LEN);
+	in.to_addr = q->to;
+	in.to_device = q->e.to_device;
+	in.cls = q->e.class;
+	in.sender_user = q->sender_user;
+	in.sender_addr = q->from;
+	in.sender_device = q->e.from_device;
+	in.sent_ms = (int64_t)q->e.timestamp_ms;
+	in.received_ms = (int64_t)q->e.received_ms;
+	in.expires_ms = q->expires_ms;
+	in.payload = q->payload;
+	in.payload_len = q->e.payload.len;
+	return store_fed_enqueue_h(q->ss->srv->store, &in, fedq_done, q,
+	    &q->wb.handle);
+}
+
+static struct fedq_ctx *
+fedq_of(struct fed_wb *w)
+{
+	return (struct fedq_ctx *)(void *)((char *)w -
+	    offsetof(struct fedq_ctx, wb));
+}
+
+/* fedq_held_submit: fed held the enqueue back and wants it now. */
+static void
+fedq_held_submit(struct fed_wb *w)
+{
+	struct fedq_ctx *q = fedq_of(w);
+	int r = fedq_submit(q);
+
+	if (r != 0)
+		fedq_done(q, r, NULL);
+}
+
+/* fedq_taken: the destination took the envelope while its enqueue was
+ * held back: nothing is stored here, and the sender has its SENT. */
+static void
+fedq_taken(struct fed_wb *w)
+{
+	struct fedq_ctx *q = fedq_of(w);
+	struct session *ss = q->ss;
+	struct msg m = {.type = MSG_SENT, .req = q->req};
+
+	memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
+	if (ss->state == SS_AUTHED)
+		(void)session_send(ss, &m);
+	free(q);
+	session_release(ss);
+}
+
 /*
  * send_remote: a SEND for another domain: durable in the outbound queue
  * (then SENT), or, for class 3, onto the link if it is up (SENT either
@@ -1830,7 +1889,6 @@ send_remote(struct session *ss, const struct msg *m)
 	const struct msg_send *s = &m->u.send;
 	struct server *srv = ss->srv;
 	char from[SRV_ADDR_BUF], to[SRV_ADDR_BUF];
-	struct store_fed_in in = {0};
 	struct fedq_ctx *q;
 	uint64_t now = now_ms();
 	int r;
@@ -1886,22 +1944,17 @@ send_remote(struct session *ss, const struct msg *m)
 	q->e.to.p = q->to;
 	q->e.to.len = strlen(q->to);
 	q->e.payload.p = q->payload;
-	in.dest_domain = q->domain;
-	memcpy(in.env_id, s->id, MSG_ID_LEN);
-	in.to_addr = to;
-	in.to_device = s->to_device;
-	in.cls = s->class;
-	in.sender_user = ss->user->user_id;
-	in.sender_addr = from;
-	in.sender_device = ss->device_id;
-	in.sent_ms = (int64_t)s->timestamp_ms;
-	in.received_ms = (int64_t)now;
-	in.expires_ms = (int64_t)(now + srv->cfg.fed_retention_ms);
-	in.payload = s->payload.p;
-	in.payload_len = s->payload.len;
+	q->sender_user = ss->user->user_id;
+	q->expires_ms = (int64_t)(now + srv->cfg.fed_retention_ms);
+	q->wb.submit = fedq_held_submit;
+	q->wb.taken = fedq_taken;
 	ss->pending++;
-	if ((r = store_fed_enqueue_h(srv->store, &in, fedq_done, q,
-	    &q->wb.handle)) != 0) {
+	/* On an established link the envelope goes at once, and its
+	 * enqueue waits a moment for the OK that makes it unneeded. */
+	if (srv->fed != NULL && fed_wb_hold(srv->fed, q->domain, &q->e,
+	    &q->wb))
+		return;
+	if ((r = fedq_submit(q)) != 0) {
 		ss->pending--;
 		free(q);
 		session_error(ss, m->req, r, NULL);

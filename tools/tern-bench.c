@@ -832,6 +832,28 @@ fed_latency(uint32_t pairs, double rate, double secs, const char *prefix)
 	devs_free();
 }
 
+/* fed_origin_status: the origin's own account of the run (how many
+ * envelopes the destination took before they were written there: the
+ * write-back), from `ternd status`. */
+static void
+fed_origin_status(void)
+{
+	char conf[512], out[600], line[512];
+	FILE *fp;
+
+	snprintf(conf, sizeof(conf), "%s/node/ternd.conf", B.dir);
+	snprintf(out, sizeof(out), "%s/status.txt", B.dir);
+	char *argv[] = {B.ternd, "status", "-c", conf, NULL};
+	if (run_wait(argv, out) != 0 || (fp = fopen(out, "r")) == NULL) {
+		printf("  (ternd status failed)\n");
+		return;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (strncmp(line, "federation:", 11) == 0)
+			printf("  origin %s", line);
+	fclose(fp);
+}
+
 static void
 sc_fed(void)
 {
@@ -860,6 +882,7 @@ sc_fed(void)
 	B.mode = M_NONE;
 	run_for(2.0);
 	devs_free();
+	fed_origin_status();
 
 	fed_latency(pairs, 5000, secs, "g");
 	fed_latency(pairs, rate, secs, "h");
