@@ -55,6 +55,12 @@
 
 #define FED_TARGETS_MAX 8
 #define FED_DONE_MIN 256            /* first size of a peer's done list */
+#define FED_FETCH_MIN 128           /* window room worth a fetch */
+#define FED_RING_MIN 256            /* first size of a link's ring */
+#define FED_RING_MAX (4 * FED_WINDOW) /* most FED_ENV between the oldest
+                                       unanswered and the newest */
+#define FED_SKIP_BITS 13            /* skip set: 2 * FED_WINDOW slots */
+#define FED_SKIP_CAP ((size_t)1 << FED_SKIP_BITS)
 #define FED_STATIC_MAX 256
 #define FED_REWIND_MS 1000          /* pause after a transient refusal */
 /* What one peer domain's link may send us: a bucket of FED_IN_BURST
@@ -76,6 +82,9 @@ enum peer_st {
 
 struct infl {
 	uint32_t req;               /* the FED_ENV's req */
+	bool early;                 /* sent before its commit: id is in the
+	                               skip set until answered */
+	uint8_t id[MSG_ID_LEN];     /* its envelope id, for the skip set */
 	int64_t seq;                /* its queue entry; 0: none (yet) */
 	struct fed_wb *wb;          /* sent before its enqueue committed
 	                               (write-back): the server's, until
@@ -131,15 +140,24 @@ struct peer {
 	bool fetching;              /* a store_fed_fetch is out */
 	bool paused;                /* after a transient refusal */
 	int64_t last_seq;           /* highest seq sent on this link */
+	uint8_t (*skip)[MSG_ID_LEN]; /* ids of envelopes in flight since
+	                               before their commit: a fetch that
+	                               reads them does not send them again
+	                               (open addressing, zeros = free) */
+	size_t nskip;
 	struct fed_wb *wait_head;   /* enqueues submitted and not committed,
 	                               waiting for the link to take them */
 	struct fed_wb *wait_tail;
-	/* FED_ENV in flight, a ring in sending order: answers come in
-	 * that order nearly always, so the one looked for is at the head. */
-	struct infl infl[FED_WINDOW];
+	/* FED_ENV in flight, a ring in sending order (req increasing).
+	 * Answers come out of order (the destination answers an envelope
+	 * its device acknowledged before one it must commit), so the ring
+	 * spans more than the window: it grows to FED_RING_MAX. */
+	struct infl *infl;
+	size_t icap;                /* ring slots: 0 or a power of two */
 	size_t ih;                  /* the oldest */
 	size_t ninfl;               /* ring entries (answered ones at the
 	                               head are dropped at once) */
+	size_t nunans;              /* of which unanswered: the window */
 	int64_t *done;              /* OK'd entries to delete: each one
 	                               kept until deleted, or it would stay
 	                               queued (and expire with a false notice) */
@@ -230,6 +248,7 @@ struct fed {
 static void peer_pump(struct peer *p);
 static void peer_drain_wait(struct peer *p);
 static void hold_unlink(struct fed *f, struct fed_wb *w);
+static void skip_add(struct peer *p, const uint8_t id[MSG_ID_LEN]);
 static void peer_connect(struct peer *p);
 static bool peer_next_target(struct peer *p);
 static int peer_dial(struct peer *p, const char *host, uint16_t port,
@@ -531,6 +550,190 @@ peer_req(struct peer *p)
 	return r;
 }
 
+/* --- the in-flight ring ------------------------------------------------- */
+
+static struct infl *
+infl_at(struct peer *p, size_t k)
+{
+	return &p->infl[(p->ih + k) & (p->icap - 1)];
+}
+
+/* infl_room: the link may take one more FED_ENV now. */
+static bool
+infl_room(const struct peer *p)
+{
+	return p->nunans < FED_WINDOW && p->ninfl < FED_RING_MAX;
+}
+
+/*
+ * infl_push: the next ring entry for a FED_ENV just written (req), NULL
+ * without memory (then the caller closes the link: all of it is sent
+ * again). Growing moves the entries: the write-backs' slots follow.
+ */
+static int
+infl_grow(struct peer *p)
+{
+	size_t k, cap;
+	struct infl *n;
+
+	if (p->ninfl < p->icap)
+		return 0;
+	cap = p->icap > 0 ? p->icap * 2 : FED_RING_MIN;
+	if (cap > FED_RING_MAX || (n = malloc(cap * sizeof(*n))) == NULL)
+		return TERN_ENOMEM;
+	for (k = 0; k < p->ninfl; k++) {
+		n[k] = *infl_at(p, k);
+		if (n[k].wb != NULL)
+			n[k].wb->slot = k;
+	}
+	free(p->infl);
+	p->infl = n;
+	p->icap = cap;
+	p->ih = 0;
+	return 0;
+}
+
+static struct infl *
+infl_push(struct peer *p, uint32_t req, int64_t seq, struct fed_wb *w)
+{
+	struct infl *x;
+	size_t k;
+
+	if (infl_grow(p) != 0)
+		return NULL;
+	k = (p->ih + p->ninfl) & (p->icap - 1);
+	x = &p->infl[k];
+	x->req = req;
+	x->seq = seq;
+	x->wb = w;
+	x->answered = false;
+	x->early = false;
+	p->ninfl++;
+	p->nunans++;
+	if (w != NULL) {
+		/* Before its commit: a fetch may read it while it is out. */
+		w->slot = k;
+		x->early = true;
+		memcpy(x->id, w->e->id, MSG_ID_LEN);
+		skip_add(p, x->id);
+	}
+	return x;
+}
+
+/* infl_find: the unanswered entry for req, by bisection (reqs increase
+ * along the ring, modulo 2^32), or SIZE_MAX. */
+static size_t
+infl_find(struct peer *p, uint32_t req)
+{
+	size_t lo = 0, hi = p->ninfl, mid;
+	uint32_t base;
+
+	if (p->ninfl == 0)
+		return SIZE_MAX;
+	base = infl_at(p, 0)->req;
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((uint32_t)(infl_at(p, mid)->req - base) <
+		    (uint32_t)(req - base))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == p->ninfl || infl_at(p, lo)->req != req ||
+	    infl_at(p, lo)->answered)
+		return SIZE_MAX;
+	return (p->ih + lo) & (p->icap - 1);
+}
+
+/* --- the skip set ------------------------------------------------------ */
+
+static const uint8_t skip_free[MSG_ID_LEN];
+
+static size_t
+skip_slot(const uint8_t id[MSG_ID_LEN])
+{
+	uint64_t h;
+
+	memcpy(&h, id, sizeof(h)); /* ids are random: any 8 bytes do */
+	return (size_t)((h * 0x9E3779B97F4A7C15ull) >> (64 - FED_SKIP_BITS));
+}
+
+static size_t
+skip_next(size_t i)
+{
+	return (i + 1) & (FED_SKIP_CAP - 1);
+}
+
+static void
+skip_add(struct peer *p, const uint8_t id[MSG_ID_LEN])
+{
+	size_t i;
+
+	if (p->skip == NULL &&
+	    (p->skip = calloc(FED_SKIP_CAP, sizeof(*p->skip))) == NULL)
+		return; /* then a fetch sends it again: a repeat, dropped */
+	if (p->nskip >= FED_SKIP_CAP / 2 ||
+	    memcmp(id, skip_free, MSG_ID_LEN) == 0)
+		return;
+	for (i = skip_slot(id); memcmp(p->skip[i], skip_free, MSG_ID_LEN) != 0;
+	    i = skip_next(i))
+		if (memcmp(p->skip[i], id, MSG_ID_LEN) == 0)
+			return;
+	memcpy(p->skip[i], id, MSG_ID_LEN);
+	p->nskip++;
+}
+
+/* skip_find: id's slot, or SIZE_MAX. */
+static size_t
+skip_find(const struct peer *p, const uint8_t id[MSG_ID_LEN])
+{
+	size_t i;
+
+	if (p->nskip == 0)
+		return SIZE_MAX;
+	for (i = skip_slot(id); memcmp(p->skip[i], id, MSG_ID_LEN) != 0;
+	    i = skip_next(i))
+		if (memcmp(p->skip[i], skip_free, MSG_ID_LEN) == 0)
+			return SIZE_MAX;
+	return i;
+}
+
+static void
+skip_del(struct peer *p, const uint8_t id[MSG_ID_LEN])
+{
+	size_t i = skip_find(p, id), j, k;
+
+	if (i == SIZE_MAX)
+		return;
+	/* Backward shift: a later member of the run moves into the hole
+	 * unless its home slot lies between the hole and it. */
+	j = i;
+	for (;;) {
+		memset(p->skip[i], 0, MSG_ID_LEN);
+		for (;;) {
+			j = skip_next(j);
+			if (memcmp(p->skip[j], skip_free, MSG_ID_LEN) == 0) {
+				p->nskip--;
+				return;
+			}
+			k = skip_slot(p->skip[j]);
+			if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+				continue;
+			break;
+		}
+		memcpy(p->skip[i], p->skip[j], MSG_ID_LEN);
+		i = j;
+	}
+}
+
+static void
+skip_clear(struct peer *p)
+{
+	if (p->nskip > 0)
+		memset(p->skip, 0, FED_SKIP_CAP * sizeof(*p->skip));
+	p->nskip = 0;
+}
+
 static void
 peer_timer_cb(uv_timer_t *t)
 {
@@ -792,13 +995,19 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		return;
 	if (p->relay_idle)
 		return;
-	for (i = 0; i < res->n_fed_envs && p->ninfl < FED_WINDOW; i++) {
+	for (i = 0; i < res->n_fed_envs && infl_room(p); i++) {
 		const struct store_fed_env *e = &res->fed_envs[i];
 		struct msg m = {.type = MSG_FED_ENV};
 		struct msg_fed_env *fe = &m.u.fed_env;
 
 		if (e->seq <= p->last_seq)
 			continue;
+		if (skip_find(p, e->env_id) != SIZE_MAX) {
+			/* In flight since before its commit: not again (its
+			 * answer, when it comes, is acted on as any). */
+			p->last_seq = e->seq;
+			continue;
+		}
 		m.req = peer_req(p);
 		memcpy(fe->id, e->env_id, MSG_ID_LEN);
 		fe->from.p = e->sender_addr;
@@ -817,14 +1026,9 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 			net_conn_close(p->conn, TERN_EIO);
 			return;
 		}
-		{
-			struct infl *x = &p->infl[(p->ih + p->ninfl) %
-			    FED_WINDOW];
-			x->req = m.req;
-			x->seq = e->seq;
-			x->wb = NULL;
-			x->answered = false;
-			p->ninfl++;
+		if (infl_push(p, m.req, e->seq, NULL) == NULL) {
+			net_conn_close(p->conn, TERN_ENOMEM);
+			return;
 		}
 		p->last_seq = e->seq;
 		p->last_tx = uv_now(f->loop);
@@ -856,10 +1060,12 @@ peer_pump(struct peer *p)
 	if (p->st != P_UP || p->fetching || p->paused || !p->queued ||
 	    p->relay_idle || f->stopping)
 		return;
-	room = FED_WINDOW - (uint32_t)p->ninfl;
+	room = FED_WINDOW - (uint32_t)p->nunans;
+	if (room > FED_RING_MAX - p->ninfl)
+		room = (uint32_t)(FED_RING_MAX - p->ninfl);
 	if (room > STORE_FED_FETCH_MAX)
 		room = STORE_FED_FETCH_MAX;
-	if (room < STORE_FED_FETCH_MAX / 2)
+	if (room < FED_FETCH_MIN)
 		return; /* wait for answers: fetch in bigger pages */
 	if (store_fed_fetch(f->store, p->domain, p->last_seq, room, fetch_cb,
 	    p) != 0)
@@ -911,7 +1117,7 @@ peer_hold(struct peer *p)
 	size_t k;
 
 	for (k = 0; k < p->ninfl; k++) {
-		struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+		struct infl *x = infl_at(p, k);
 		if (x->wb != NULL)
 			x->wb->nolast = true;
 	}
@@ -985,8 +1191,11 @@ peer_answer_env(struct peer *p, size_t k, int code)
 
 	p->infl[k].answered = true;
 	p->infl[k].wb = NULL;
+	p->nunans--;
+	if (p->infl[k].early) /* answered: a fetch may send it again now */
+		skip_del(p, p->infl[k].id);
 	while (p->ninfl > 0 && p->infl[p->ih].answered) {
-		p->ih = (p->ih + 1) % FED_WINDOW;
+		p->ih = (p->ih + 1) & (p->icap - 1);
 		p->ninfl--;
 	}
 	if (w != NULL) {
@@ -1350,13 +1559,10 @@ out_message(struct net_conn *c, const uint8_t *buf, size_t len)
 		return 0;
 	case MSG_OK:
 	case MSG_ERROR:
-		for (k = 0; k < p->ninfl; k++) {
-			size_t x = (p->ih + k) % FED_WINDOW;
-			if (!p->infl[x].answered && p->infl[x].req == m.req) {
-				peer_answer_env(p, x, m.type == MSG_OK ? 0 :
-				    -(int)m.u.error.code);
-				return 0;
-			}
+		if ((k = infl_find(p, m.req)) != SIZE_MAX) {
+			peer_answer_env(p, k, m.type == MSG_OK ? 0 :
+			    -(int)m.u.error.code);
+			return 0;
 		}
 		/* maybe a relayed request's error */
 		/* FALLTHROUGH */
@@ -1432,7 +1638,7 @@ peer_lost(struct peer *p, int err)
 	}
 	p->relay = p->relay_idle = false;
 	for (k = 0; k < p->ninfl; k++) {
-		struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+		struct infl *x = infl_at(p, k);
 		if (x->answered)
 			continue;
 		if (x->wb != NULL) {
@@ -1451,9 +1657,10 @@ peer_lost(struct peer *p, int err)
 		p->queued = true; /* sent again on the next link */
 		p->kicks++;
 	}
-	p->ninfl = 0;
+	p->ninfl = p->nunans = 0;
 	p->ih = 0;
 	p->paused = false;
+	skip_clear(p); /* nothing is in flight any more */
 	/* Relayed requests already written get no answer now. */
 	for (w = p->fwds; w != NULL; w = w->next)
 		w->req = 0;
@@ -1631,7 +1838,6 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 {
 	struct peer *p = peer_find(f, domain, false);
 	struct msg m = {.type = MSG_FED_ENV};
-	struct infl *x;
 
 	if (p == NULL || p->st != P_UP || p->conn == NULL) {
 		fed_kick(f, domain);
@@ -1640,7 +1846,7 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	if (seq <= p->last_seq)
 		return; /* a fetch that read it after its commit sent it */
 	if (p->queued || p->fetching || p->paused || p->relay_idle ||
-	    p->ninfl >= FED_WINDOW) {
+	    !infl_room(p)) {
 		/* The queue sends it in turn. A fetch out now reads it: its
 		 * read comes after this commit (the writer serves reads after
 		 * the writes of their batch, and callbacks come in order), so
@@ -1654,12 +1860,10 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 		fed_kick(f, domain);
 		return;
 	}
-	x = &p->infl[(p->ih + p->ninfl) % FED_WINDOW];
-	x->req = m.req;
-	x->seq = seq;
-	x->wb = NULL;
-	x->answered = false;
-	p->ninfl++;
+	if (infl_push(p, m.req, seq, NULL) == NULL) {
+		net_conn_close(p->conn, TERN_ENOMEM);
+		return;
+	}
 	p->last_seq = seq;
 	p->last_tx = uv_now(f->loop);
 }
@@ -1706,7 +1910,7 @@ peer_can_send(const struct peer *p)
 {
 	return p->st == P_UP && p->conn != NULL && !p->queued &&
 	    !p->fetching && !p->paused && !p->relay && !p->relay_idle &&
-	    !p->f->stopping && p->ninfl < FED_WINDOW;
+	    !p->f->stopping && infl_room(p);
 }
 
 /*
@@ -1721,23 +1925,17 @@ peer_drain_wait(struct peer *p)
 
 	while ((w = p->wait_head) != NULL && peer_can_send(p)) {
 		struct msg m = {.type = MSG_FED_ENV};
-		struct infl *x;
-		size_t slot;
 
+		if (infl_grow(p) != 0)
+			return; /* it waits for its commit, then the queue */
 		m.req = peer_req(p);
 		m.u.fed_env = *w->e;
 		if (fed_write(p->conn, &m) != 0)
-			return; /* it waits for its commit, then the queue */
+			return;
 		wait_unlink(p, w);
-		slot = (p->ih + p->ninfl) % FED_WINDOW;
-		x = &p->infl[slot];
-		x->req = m.req;
-		x->seq = 0;
-		x->wb = w;
-		x->answered = false;
-		p->ninfl++;
+		(void)infl_push(p, m.req, 0, w); /* room made above */
 		p->last_tx = uv_now(p->f->loop);
-		w->slot = slot;
+		w->peer = p;
 		w->state = FWB_OUT;
 	}
 }
@@ -1765,8 +1963,6 @@ fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
 {
 	struct peer *p;
 	struct msg m = {.type = MSG_FED_ENV};
-	struct infl *x;
-	size_t slot;
 
 	w->peer = NULL;
 	w->e = e;
@@ -1778,20 +1974,16 @@ fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
 	    (p = peer_find(f, domain, false)) == NULL ||
 	    p->wait_head != NULL || !peer_can_send(p))
 		return false;
+	/* Room first: once written it must be tracked. */
+	if (infl_grow(p) != 0)
+		return false;
 	m.req = peer_req(p);
 	m.u.fed_env = *e;
 	if (fed_write(p->conn, &m) != 0)
 		return false;
-	slot = (p->ih + p->ninfl) % FED_WINDOW;
-	x = &p->infl[slot];
-	x->req = m.req;
-	x->seq = 0;
-	x->wb = w;
-	x->answered = false;
-	p->ninfl++;
+	(void)infl_push(p, m.req, 0, w); /* cannot fail: room made */
 	p->last_tx = uv_now(f->loop);
 	w->peer = p;
-	w->slot = slot;
 	w->state = FWB_OUT;
 	w->held = true;
 	w->hold_until = uv_now(f->loop) + FED_HOLD_MS;
@@ -1864,6 +2056,7 @@ fed_wb_end(struct fed *f, const char *domain, struct fed_wb *w, int status,
 		 * last_seq on, this one included). */
 		if (!w->nolast && !p->queued && !p->paused && seq > p->last_seq)
 			p->last_seq = seq;
+		/* else the fetch that comes passes it (skip set) */
 		return false;
 	}
 	/* Answered before the commit, or its link went. */
@@ -3141,6 +3334,8 @@ fed_maybe_freed(struct fed *f)
 	while ((p = f->peers) != NULL) {
 		f->peers = p->next;
 		free(p->done);
+		free(p->skip);
+		free(p->infl);
 		free(p);
 	}
 	ktrust_free(f->kt);
@@ -3192,7 +3387,7 @@ fed_stop(struct fed *f, void (*cb)(void *), void *arg)
 			w->peer = NULL;
 		}
 		for (k = 0; k < p->ninfl; k++) {
-			struct infl *x = &p->infl[(p->ih + k) % FED_WINDOW];
+			struct infl *x = infl_at(p, k);
 			if (x->wb != NULL) {
 				struct fed_wb *w = x->wb;
 				w->state = FWB_LOST;

@@ -2465,8 +2465,7 @@ static int
 sq_fed_fetch(struct store_backend *be, struct store_req *req)
 {
 	sqlite3_stmt *st = be->w[W_FED_FETCH];
-	size_t to_off[STORE_FED_FETCH_MAX], from_off[STORE_FED_FETCH_MAX];
-	size_t pay_off[STORE_FED_FETCH_MAX];
+	size_t *to_off, *from_off, *pay_off; /* on the heap: a page is big */
 	struct sq_buf buf = {0};
 	struct store_fed_env *envs;
 	uint32_t limit = req->u.fed_fetch.limit;
@@ -2475,8 +2474,14 @@ sq_fed_fetch(struct store_backend *be, struct store_req *req)
 	int rc, err = 0;
 
 	envs = calloc(limit, sizeof(*envs));
-	if (envs == NULL)
+	to_off = calloc((size_t)limit * 3, sizeof(*to_off));
+	if (envs == NULL || to_off == NULL) {
+		free(envs);
+		free(to_off);
 		return TERN_ENOMEM;
+	}
+	from_off = to_off + limit;
+	pay_off = from_off + limit;
 	sq_bind_text(st, 1, req->u.fed_fetch.domain);
 	sqlite3_bind_int64(st, 2, req->u.fed_fetch.after_seq);
 	sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
@@ -2520,6 +2525,7 @@ sq_fed_fetch(struct store_backend *be, struct store_req *req)
 		err = sq_fatal(rc);
 	if (err != 0) {
 		free(envs);
+		free(to_off);
 		free(buf.p);
 		req->res.more = 0;
 		return err;
@@ -2531,6 +2537,7 @@ sq_fed_fetch(struct store_backend *be, struct store_req *req)
 		envs[i].sender_addr = (const char *)buf.p + from_off[i];
 		envs[i].payload = buf.p + pay_off[i];
 	}
+	free(to_off);
 	req->out_fed = envs;
 	req->out_buf = buf.p;
 	req->res.fed_envs = envs;

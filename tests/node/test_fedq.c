@@ -135,11 +135,15 @@ struct dcopy {
 	uint64_t bytes;
 };
 
+/* Entries kept per answer: a page may hold STORE_FED_FETCH_MAX, far
+ * more than a test fetches and too big for a struct w on the stack. */
+#define W_FE_MAX 256
+
 struct w {
 	int called;                         /* times the callback ran */
 	int status;
 	struct store_result res;            /* pointers cleared: borrowed */
-	struct fcopy fe[STORE_FED_FETCH_MAX];
+	struct fcopy fe[W_FE_MAX];
 	size_t nfe;
 	struct ecopy env[16];
 	size_t nenv;
@@ -161,7 +165,7 @@ w_cb(void *arg, int status, const struct store_result *res)
 	w->res.fed_envs = NULL;
 	w->res.fed_domains = NULL;
 	w->res.bundles = NULL;
-	for (i = 0; i < res->n_fed_envs && i < STORE_FED_FETCH_MAX; i++) {
+	for (i = 0; i < res->n_fed_envs && i < W_FE_MAX; i++) {
 		const struct store_fed_env *e = &res->fed_envs[i];
 		struct fcopy *c = &w->fe[w->nfe++];
 		c->e = *e;
