@@ -915,7 +915,10 @@ handle_send(struct session *ss, const struct msg *m)
 	}
 	to = user_device(c->rcpt, c->rcpt_device);
 	if (to != NULL && to->live) {
-		if (srv->overloaded || to->inflight >= SRV_INFLIGHT_LIVE_MAX ||
+		/* Not on srv->overloaded: a push now lets the device's ACK
+		 * withdraw the write (less for the lagging writer), whereas
+		 * draining would store it and read it back by a fetch. */
+		if (to->inflight >= SRV_INFLIGHT_LIVE_MAX ||
 		    net_conn_queued(to->conn) > SRV_OUT_LIVE_MAX) {
 			/* It can't take more now: this one and the next wait
 			 * in the store, in order, for its fetches. */
@@ -2496,12 +2499,13 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	 * with room hears it at once while the store commits it; OK goes
 	 * to the other node at the commit, or when the device acknowledged
 	 * it before the writer took it (withdrawn then, never written: it
-	 * is safe with its recipient). Under load, or for a device without
-	 * room, it waits for the commit as before: turning the device to
-	 * draining here, as a local SEND does, would make every envelope of
-	 * a pipelined link a store read (measured: throughput fell). */
+	 * is safe with its recipient), also while the node sheds load: the
+	 * push spares the writer. A device without room waits for the
+	 * commit as before: turning it to draining here, as a local SEND
+	 * does, would make every envelope of a pipelined link a store read
+	 * (measured: throughput fell). */
 	to = user_device(c->rcpt, c->rcpt_device);
-	if (to != NULL && to->live && !srv->overloaded &&
+	if (to != NULL && to->live &&
 	    to->inflight < SRV_INFLIGHT_LIVE_MAX &&
 	    net_conn_queued(to->conn) <= SRV_OUT_LIVE_MAX) {
 		push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
