@@ -2064,6 +2064,11 @@ fed_wb_end(struct fed *f, const char *domain, struct fed_wb *w, int status,
 	    (p = peer_find(f, domain, false)) == NULL)
 		return st == FWB_OK; /* stored or not, the store has it right:
 		                        a kept entry is sent again later */
+	/* Taken or refused for good: a fetch must not send it again (it is
+	 * deleted shortly), so last_seq passes it where it may. */
+	if ((st == FWB_OK || st == FWB_REFUSED) && !w->nolast && !p->queued &&
+	    !p->paused && seq > p->last_seq)
+		p->last_seq = seq;
 	switch (st) {
 	case FWB_OK:
 		peer_done_add(p, seq);

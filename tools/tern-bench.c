@@ -886,6 +886,7 @@ sc_fed(void)
 
 	fed_latency(pairs, 5000, secs, "g");
 	fed_latency(pairs, rate, secs, "h");
+	fed_origin_status();
 	fed_nodes_stop();
 }
 
