@@ -56,6 +56,7 @@
 #define FED_TARGETS_MAX 8
 #define FED_DONE_MIN 256            /* first size of a peer's done list */
 #define FED_FETCH_MIN 128           /* window room worth a fetch */
+#define FED_READY_MAX 16384         /* committed envelopes kept per link */
 #define FED_RING_MIN 256            /* first size of a link's ring */
 #define FED_RING_MAX (4 * FED_WINDOW) /* most FED_ENV between the oldest
                                        unanswered and the newest */
@@ -102,6 +103,16 @@ enum {
 	FWB_LOST                    /* the link went: resent */
 };
 
+/* A committed envelope the link could not take at its commit (window
+ * full): sent from here, in order, as answers make room, rather than
+ * read back from the store. */
+struct ready {
+	struct ready *next;
+	int64_t seq;
+	struct msg_fed_env e;       /* from, to, payload point into data */
+	uint8_t data[];
+};
+
 /* A relayed client request waiting for its FED_RESP. */
 struct fwd {
 	uint32_t req;               /* on the link; 0 while not yet sent */
@@ -145,6 +156,9 @@ struct peer {
 	                               reads them does not send them again
 	                               (open addressing, zeros = free) */
 	size_t nskip;
+	struct ready *ready_head;   /* committed, not sent: before wait_head */
+	struct ready *ready_tail;
+	uint32_t nready;
 	struct fed_wb *wait_head;   /* enqueues submitted and not committed,
 	                               waiting for the link to take them */
 	struct fed_wb *wait_tail;
@@ -248,6 +262,8 @@ struct fed {
 static void peer_pump(struct peer *p);
 static void peer_drain_wait(struct peer *p);
 static void hold_unlink(struct fed *f, struct fed_wb *w);
+static void ready_drop(struct peer *p);
+static int ready_add(struct peer *p, int64_t seq, const struct msg_fed_env *e);
 static void skip_add(struct peer *p, const uint8_t id[MSG_ID_LEN]);
 static void peer_connect(struct peer *p);
 static bool peer_next_target(struct peer *p);
@@ -1129,6 +1145,7 @@ static void
 peer_pause(struct peer *p)
 {
 	peer_hold(p);
+	ready_drop(p);
 	p->queued = true; /* it and what followed it go again */
 	p->kicks++;       /* a fetch out now started after last_seq moved */
 	p->paused = true;
@@ -1659,6 +1676,9 @@ peer_lost(struct peer *p, int err)
 	}
 	p->ninfl = p->nunans = 0;
 	p->ih = 0;
+	if (p->ready_head != NULL)
+		p->queued = true, p->kicks++; /* the store sends them */
+	ready_drop(p);
 	p->paused = false;
 	skip_clear(p); /* nothing is in flight any more */
 	/* Relayed requests already written get no answer now. */
@@ -1806,6 +1826,7 @@ fed_kick(struct fed *f, const char *domain)
 
 	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
 		return;
+	ready_drop(p); /* the fetch reads them */
 	p->queued = true;
 	p->kicks++;
 	if (p->st == P_UP)
@@ -1845,8 +1866,17 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 	}
 	if (seq <= p->last_seq)
 		return; /* a fetch that read it after its commit sent it */
+	/* The link is ours but full (or others wait before it): keep it in
+	 * memory, in order, rather than read it back later. */
+	if (!p->queued && !p->fetching && !p->paused && !p->relay &&
+	    !p->relay_idle && (p->ready_head != NULL || !infl_room(p)) &&
+	    ready_add(p, seq, e) == 0) {
+		peer_drain_wait(p);
+		return;
+	}
 	if (p->queued || p->fetching || p->paused || p->relay_idle ||
-	    !infl_room(p)) {
+	    !infl_room(p) || p->ready_head != NULL) {
+		ready_drop(p);
 		/* The queue sends it in turn. A fetch out now reads it: its
 		 * read comes after this commit (the writer serves reads after
 		 * the writes of their batch, and callbacks come in order), so
@@ -1902,15 +1932,67 @@ hold_unlink(struct fed *f, struct fed_wb *w)
 	f->nheld--;
 }
 
-/* peer_can_send: the link takes a new envelope now without overtaking
- * one that waits in the store. Relay links sign each envelope and are
+/* peer_link_free: the link takes an envelope now, and the store holds
+ * none that it has not sent. Relay links sign each envelope and are
  * left to the queue. */
 static bool
-peer_can_send(const struct peer *p)
+peer_link_free(const struct peer *p)
 {
 	return p->st == P_UP && p->conn != NULL && !p->queued &&
 	    !p->fetching && !p->paused && !p->relay && !p->relay_idle &&
 	    !p->f->stopping && infl_room(p);
+}
+
+/* peer_can_send: ... and no committed one waits in memory either: a new
+ * envelope goes now without overtaking any. */
+static bool
+peer_can_send(const struct peer *p)
+{
+	return peer_link_free(p) && p->ready_head == NULL;
+}
+
+/* ready_drop: the store sends them (its fetch starts at last_seq, which
+ * no ready entry has passed). */
+static void
+ready_drop(struct peer *p)
+{
+	struct ready *r;
+
+	while ((r = p->ready_head) != NULL) {
+		p->ready_head = r->next;
+		free(r);
+	}
+	p->ready_tail = NULL;
+	p->nready = 0;
+}
+
+static int
+ready_add(struct peer *p, int64_t seq, const struct msg_fed_env *e)
+{
+	struct ready *r;
+
+	if (p->nready >= FED_READY_MAX ||
+	    (r = malloc(sizeof(*r) + e->from.len + e->to.len +
+	    e->payload.len)) == NULL)
+		return TERN_ENOMEM;
+	r->next = NULL;
+	r->seq = seq;
+	r->e = *e;
+	memcpy(r->data, e->from.p, e->from.len);
+	r->e.from.p = (const char *)r->data;
+	memcpy(r->data + e->from.len, e->to.p, e->to.len);
+	r->e.to.p = (const char *)r->data + e->from.len;
+	if (e->payload.len > 0)
+		memcpy(r->data + e->from.len + e->to.len, e->payload.p,
+		    e->payload.len);
+	r->e.payload.p = r->data + e->from.len + e->to.len;
+	if (p->ready_tail != NULL)
+		p->ready_tail->next = r;
+	else
+		p->ready_head = r;
+	p->ready_tail = r;
+	p->nready++;
+	return 0;
 }
 
 /*
@@ -1922,7 +2004,32 @@ static void
 peer_drain_wait(struct peer *p)
 {
 	struct fed_wb *w;
+	struct ready *r;
 
+	/* Committed ones first: they are older than any waiting. */
+	while ((r = p->ready_head) != NULL && peer_link_free(p)) {
+		struct msg m = {.type = MSG_FED_ENV};
+
+		if (infl_grow(p) != 0)
+			return;
+		m.req = peer_req(p);
+		m.u.fed_env = r->e;
+		if (fed_write(p->conn, &m) != 0) {
+			/* Left to the store, with whatever follows. */
+			ready_drop(p);
+			p->queued = true;
+			return;
+		}
+		(void)infl_push(p, m.req, r->seq, NULL); /* room made above */
+		if (r->seq > p->last_seq)
+			p->last_seq = r->seq;
+		p->last_tx = uv_now(p->f->loop);
+		p->ready_head = r->next;
+		if (p->ready_head == NULL)
+			p->ready_tail = NULL;
+		p->nready--;
+		free(r);
+	}
 	while ((w = p->wait_head) != NULL && peer_can_send(p)) {
 		struct msg m = {.type = MSG_FED_ENV};
 
@@ -3338,6 +3445,7 @@ fed_maybe_freed(struct fed *f)
 		return;
 	while ((p = f->peers) != NULL) {
 		f->peers = p->next;
+		ready_drop(p);
 		free(p->done);
 		free(p->skip);
 		free(p->infl);

@@ -28,14 +28,15 @@
 #include <uv.h>
 
 #include "client.h"
+#include "fed.h"
 #include "msg.h"
 #include "net.h"
 #include "noise.h"
 #include "tt_uv.h"
 
 #define WAIT_MS 20000      /* any one wait */
-#define MAX_SENT 1024      /* sent reports kept */
-#define MAX_RECS 4096      /* FED_ENV the fake keeps */
+#define MAX_SENT 8192      /* sent reports kept */
+#define MAX_RECS 8192      /* FED_ENV the fake keeps */
 #define ID_TAG 0x7b        /* first byte of every envelope id we make */
 #define DEST "two.test"
 #define RCPT "bob@two.test"
@@ -679,6 +680,7 @@ setup(bool up)
 	cfg.backoff_max_ms = 100;
 	cfg.auto_ack = true;
 	cfg.reconnect = true;
+	cfg.outbox_max = MAX_SENT; /* 5,000 at once: more than a window */
 	TT_OK(client_new(&T.loop, &cfg, &s_cbs, NULL, &T.c));
 	TT_OK(client_register(T.c, NULL, "phone", s_reg, NULL));
 	WAIT_FOR(T.reg_done);
@@ -804,6 +806,87 @@ TT_CASE(fedwb__burst_answered_late_all_deleted)
 	WAIT_FOR(metric("tern_fed_queued") == 0);
 	check_sent('m', count);
 	check_arrivals('m', count, 0);
+	TT_EQ(T.nnotice, 0);
+	restart_nothing_resent();
+	teardown();
+}
+
+/* id_num: n of an id made by make_id with tag, or -1. */
+static long
+id_num(const uint8_t id[MSG_ID_LEN], uint8_t tag)
+{
+	if (id[0] != ID_TAG || id[1] != tag)
+		return -1;
+	return (long)((uint32_t)id[12] << 24 | (uint32_t)id[13] << 16 |
+	    (uint32_t)id[14] << 8 | id[15]);
+}
+
+/* sent_ok_tag: SENT reports with status 0 for tag (each id counted). */
+static int
+sent_ok_tag(uint8_t tag)
+{
+	int i, k = 0;
+
+	for (i = 0; i < T.nsent; i++)
+		k += id_num(T.sent[i].id, tag) >= 0 && T.sent[i].status == 0;
+	return k;
+}
+
+/* taken_tag: distinct ids of tag the fake answered OK. */
+static int
+taken_tag(uint8_t tag, uint32_t count)
+{
+	static bool ok[MAX_RECS];
+	int i, k = 0;
+	long n;
+
+	memset(ok, 0, sizeof(ok));
+	for (i = 0; i < T.nrec; i++)
+		if ((n = id_num(T.rec[i].id, tag)) >= 0 && (uint32_t)n < count &&
+		    T.rec[i].answer == ANS_OK && !ok[n]) {
+			ok[n] = true;
+			k++;
+		}
+	return k;
+}
+
+/*
+ * More than a window: 5,000 envelopes while the destination answers
+ * nothing. The origin sends exactly FED_WINDOW (4,096) and keeps the
+ * rest, committed, until answers make room; then every one arrives
+ * exactly once and in order (none read back and sent twice), the queue
+ * empties and nothing is sent again after a restart.
+ */
+TT_CASE(fedwb__more_than_a_window_each_once_in_order)
+{
+	const uint32_t count = 5000;
+	long n, next = 0;
+	int i, from;
+
+	setup(true);
+	T.mode = M_OK;
+	warm_up();
+	T.mode = M_HOLD;
+	from = T.nrec;
+	for (uint32_t k = 0; k < count; k++)
+		send_one('v', k, false);
+	/* SENT for all: the held ones at the end of their hold. */
+	WAIT_FOR(sent_ok_tag('v') == (int)count);
+	WAIT_FOR(T.nrec - from >= FED_WINDOW);
+	WAIT_FOR(metric("tern_fed_queued") == count);
+	TT_EQ(T.nrec - from, FED_WINDOW); /* no more before an answer */
+	T.mode = M_OK;
+	release_held();
+	WAIT_FOR(taken_tag('v', count) == (int)count);
+	WAIT_FOR(metric("tern_fed_queued") == 0);
+	TT_EQ(T.nrec - from, (int)count); /* each once */
+	for (i = from; i < T.nrec; i++) {
+		n = id_num(T.rec[i].id, 'v');
+		if (n != next)
+			tt_fail(__FILE__, __LINE__, "arrival %d: v-%ld, want "
+			    "v-%ld", i - from, n, next);
+		next++;
+	}
 	TT_EQ(T.nnotice, 0);
 	restart_nothing_resent();
 	teardown();
