@@ -55,6 +55,7 @@
 
 #define FED_TARGETS_MAX 8
 #define FED_DONE_MIN 256            /* first size of a peer's done list */
+#define FED_DONE_OUT_MAX 8          /* full delete requests out at once */
 #define FED_FETCH_MIN 128           /* window room worth a fetch */
 #define FED_READY_MAX 16384         /* committed envelopes kept per link */
 #define FED_RING_MIN 256            /* first size of a link's ring */
@@ -176,7 +177,7 @@ struct peer {
 	                               kept until deleted, or it would stay
 	                               queued (and expire with a false notice) */
 	size_t ndone, done_cap;
-	bool done_busy;             /* a store_fed_done is out */
+	uint32_t done_out;          /* store_fed_done requests out */
 	uint32_t next_req;
 	struct fwd *fwds;           /* relayed requests, oldest first */
 	uint64_t last_tx;           /* uv_now of our last message */
@@ -919,7 +920,7 @@ done_cb(void *arg, int status, const struct store_result *res)
 	struct peer *p = arg;
 	struct fed *f = p->f;
 
-	p->done_busy = false;
+	p->done_out--;
 	if (status != 0)
 		log_warn("federation: deleting sent envelopes for %s: %s "
 		    "(they may be sent again)", p->domain,
@@ -940,17 +941,22 @@ peer_flush_done(struct peer *p)
 {
 	struct fed *f = p->f;
 
-	size_t n = p->ndone < STORE_FED_DONE_MAX ? p->ndone :
-	    STORE_FED_DONE_MAX;
+	size_t n;
 
-	if (p->done_busy || n == 0 || f->stopping)
-		return;
-	if (store_fed_done(f->store, p->done, n, done_cb, p) != 0)
-		return; /* kept: tried again with the next answer */
-	p->done_busy = true;
-	p->ndone -= n;
-	memmove(p->done, p->done + n, p->ndone * sizeof(*p->done));
-	f->pending++;
+	/* One request at a time gathers small batches; full ones go at
+	 * once, a few together, so deletes keep up with a busy link. */
+	while (!f->stopping && p->ndone > 0 &&
+	    (p->done_out == 0 || (p->ndone >= STORE_FED_DONE_MAX &&
+	    p->done_out < FED_DONE_OUT_MAX))) {
+		n = p->ndone < STORE_FED_DONE_MAX ? p->ndone :
+		    STORE_FED_DONE_MAX;
+		if (store_fed_done(f->store, p->done, n, done_cb, p) != 0)
+			return; /* kept: tried again with the next answer */
+		p->done_out++;
+		p->ndone -= n;
+		memmove(p->done, p->done + n, p->ndone * sizeof(*p->done));
+		f->pending++;
+	}
 }
 
 static void
