@@ -118,6 +118,9 @@ struct session {
 	bool dirty;                 /* commits for us during the fetch */
 	bool fetch_more;            /* the store has more for us */
 	uint32_t inflight;          /* pushed, not yet acknowledged */
+	uint32_t fed_waiting;       /* envelopes from other domains for us
+	                               waiting for their commit: later ones
+	                               wait too, so none overtakes them */
 	int64_t last_seq;           /* highest seq fetched or pushed */
 	uint32_t nsubs;             /* presence subscriptions, local and
 	                               remote targets */
@@ -149,6 +152,8 @@ struct req_ctx {
 	struct req_ctx *next;       /* in the deferred receipts queue */
 	struct store_req *handle;   /* SEND: the enqueue, for store_cancel */
 	bool pushed;                /* SEND: delivered before the commit */
+	struct session *wait_to;    /* FED_ENV: the live device whose
+	                               fed_waiting counts it (a reference) */
 	bool in_pp;                 /* SEND: in srv->pp (awaiting ack) */
 	struct req_ctx *pp_next;    /* hash chain in srv->pp */
 	int64_t target_user;        /* BUNDLE_GET: whose bundles */
@@ -624,6 +629,10 @@ ctx_free(struct server *srv, struct req_ctx *c)
 		c->done = NULL;
 	}
 	pp_remove(srv, c);
+	if (c->wait_to != NULL) {
+		c->wait_to->fed_waiting--;
+		session_release(c->wait_to);
+	}
 	if (c->rcpt != NULL)
 		user_put(srv, c->rcpt);
 	if (c->payload != NULL)
@@ -2505,13 +2514,18 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	 * does, would make every envelope of a pipelined link a store read
 	 * (measured: throughput fell). */
 	to = user_device(c->rcpt, c->rcpt_device);
-	if (to != NULL && to->live &&
+	if (to != NULL && to->live && to->fed_waiting == 0 &&
 	    to->inflight < SRV_INFLIGHT_LIVE_MAX &&
 	    net_conn_queued(to->conn) <= SRV_OUT_LIVE_MAX) {
 		push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
 		    c->sent_ms, now_ms(), c->payload, c->payload_len);
 		metrics_observe(&srv->m.send_to_push_us, mono_us() - c->t0_us);
 		c->pushed = true;
+	} else if (to != NULL && to->live) {
+		/* Pushed at its commit, in order: so are the ones after it. */
+		to->fed_waiting++;
+		to->pending++;
+		c->wait_to = to;
 	}
 	if (to != NULL && !to->live)
 		to->dirty = true;
