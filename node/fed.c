@@ -249,6 +249,7 @@ struct fed {
 	struct fin *fins;           /* inbound links open */
 	uv_timer_t tick;            /* forwarded requests' deadlines */
 	uv_timer_t hold;            /* the end of the oldest hold */
+	uint8_t skip_key[crypto_shorthash_KEYBYTES]; /* the skip sets' */
 	struct fed_wb *hold_head;   /* held enqueues (fed_wb_hold), oldest */
 	struct fed_wb *hold_tail;   /* first: hold_until in order */
 	uint32_t nheld;
@@ -582,11 +583,9 @@ infl_room(const struct peer *p)
 	return p->nunans < FED_WINDOW && p->ninfl < FED_RING_MAX;
 }
 
-/*
- * infl_push: the next ring entry for a FED_ENV just written (req), NULL
- * without memory (then the caller closes the link: all of it is sent
- * again). Growing moves the entries: the write-backs' slots follow.
- */
+/* infl_grow: room for one more entry (TERN_ENOMEM at FED_RING_MAX or
+ * without memory). Growing moves the entries: the write-backs' slots
+ * follow. */
 static int
 infl_grow(struct peer *p)
 {
@@ -610,14 +609,14 @@ infl_grow(struct peer *p)
 	return 0;
 }
 
-static struct infl *
+/* infl_push: the ring entry of a FED_ENV just written (req); room was
+ * made by infl_grow before writing it. */
+static void
 infl_push(struct peer *p, uint32_t req, int64_t seq, struct fed_wb *w)
 {
 	struct infl *x;
 	size_t k;
 
-	if (infl_grow(p) != 0)
-		return NULL;
 	k = (p->ih + p->ninfl) & (p->icap - 1);
 	x = &p->infl[k];
 	x->req = req;
@@ -634,7 +633,6 @@ infl_push(struct peer *p, uint32_t req, int64_t seq, struct fed_wb *w)
 		memcpy(x->id, w->e->id, MSG_ID_LEN);
 		skip_add(p, x->id);
 	}
-	return x;
 }
 
 /* infl_find: the unanswered entry for req, by bisection (reqs increase
@@ -666,13 +664,17 @@ infl_find(struct peer *p, uint32_t req)
 
 static const uint8_t skip_free[MSG_ID_LEN];
 
+/* Keyed (SipHash): ids are chosen by senders, who must not be able to
+ * pile them into one run. */
 static size_t
-skip_slot(const uint8_t id[MSG_ID_LEN])
+skip_slot(const struct peer *p, const uint8_t id[MSG_ID_LEN])
 {
-	uint64_t h;
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v;
 
-	memcpy(&h, id, sizeof(h)); /* ids are random: any 8 bytes do */
-	return (size_t)((h * 0x9E3779B97F4A7C15ull) >> (64 - FED_SKIP_BITS));
+	crypto_shorthash(h, id, MSG_ID_LEN, p->f->skip_key);
+	memcpy(&v, h, sizeof(v));
+	return (size_t)(v >> (64 - FED_SKIP_BITS));
 }
 
 static size_t
@@ -692,7 +694,7 @@ skip_add(struct peer *p, const uint8_t id[MSG_ID_LEN])
 	if (p->nskip >= FED_SKIP_CAP / 2 ||
 	    memcmp(id, skip_free, MSG_ID_LEN) == 0)
 		return;
-	for (i = skip_slot(id); memcmp(p->skip[i], skip_free, MSG_ID_LEN) != 0;
+	for (i = skip_slot(p, id); memcmp(p->skip[i], skip_free, MSG_ID_LEN) != 0;
 	    i = skip_next(i))
 		if (memcmp(p->skip[i], id, MSG_ID_LEN) == 0)
 			return;
@@ -708,7 +710,7 @@ skip_find(const struct peer *p, const uint8_t id[MSG_ID_LEN])
 
 	if (p->nskip == 0)
 		return SIZE_MAX;
-	for (i = skip_slot(id); memcmp(p->skip[i], id, MSG_ID_LEN) != 0;
+	for (i = skip_slot(p, id); memcmp(p->skip[i], id, MSG_ID_LEN) != 0;
 	    i = skip_next(i))
 		if (memcmp(p->skip[i], skip_free, MSG_ID_LEN) == 0)
 			return SIZE_MAX;
@@ -733,7 +735,7 @@ skip_del(struct peer *p, const uint8_t id[MSG_ID_LEN])
 				p->nskip--;
 				return;
 			}
-			k = skip_slot(p->skip[j]);
+			k = skip_slot(p, p->skip[j]);
 			if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
 				continue;
 			break;
@@ -896,6 +898,32 @@ peer_write_env(struct peer *p, uint32_t req, const struct msg_fed_env *e,
 }
 
 /*
+ * peer_send_env: writes e on the link and tracks it in flight: seq its
+ * queue entry (0 if not committed yet), w its write-back (or NULL), sig
+ * as for peer_write_env. Nothing is written if the ring has no room.
+ */
+static int
+peer_send_env(struct peer *p, const struct msg_fed_env *e, int64_t seq,
+    struct fed_wb *w, const uint8_t *sig)
+{
+	uint32_t req;
+	int r;
+
+	if ((r = infl_grow(p)) != 0)
+		return r;
+	req = peer_req(p);
+	if ((r = peer_write_env(p, req, e, sig)) != 0)
+		return r;
+	infl_push(p, req, seq, w);
+	p->last_tx = uv_now(p->f->loop);
+	if (w != NULL) {
+		w->peer = p;
+		w->state = FWB_OUT;
+	}
+	return 0;
+}
+
+/*
  * peer_relay_check: a link to a backup relay with nothing left to send
  * is closed, so that the next envelope tries the domain's own node
  * first (13.5); peer_lost reconnects at once if something came meanwhile.
@@ -948,13 +976,14 @@ peer_flush_done(struct peer *p)
 	while (!f->stopping && p->ndone > 0 &&
 	    (p->done_out == 0 || (p->ndone >= STORE_FED_DONE_MAX &&
 	    p->done_out < FED_DONE_OUT_MAX))) {
+		/* From the end: the order of deletes does not matter. */
 		n = p->ndone < STORE_FED_DONE_MAX ? p->ndone :
 		    STORE_FED_DONE_MAX;
-		if (store_fed_done(f->store, p->done, n, done_cb, p) != 0)
+		if (store_fed_done(f->store, p->done + p->ndone - n, n,
+		    done_cb, p) != 0)
 			return; /* kept: tried again with the next answer */
 		p->done_out++;
 		p->ndone -= n;
-		memmove(p->done, p->done + n, p->ndone * sizeof(*p->done));
 		f->pending++;
 	}
 }
@@ -1019,8 +1048,8 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		return;
 	for (i = 0; i < res->n_fed_envs && infl_room(p); i++) {
 		const struct store_fed_env *e = &res->fed_envs[i];
-		struct msg m = {.type = MSG_FED_ENV};
-		struct msg_fed_env *fe = &m.u.fed_env;
+		struct msg_fed_env env = {0}, *fe = &env;
+		int r;
 
 		if (e->seq <= p->last_seq)
 			continue;
@@ -1030,7 +1059,6 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 			p->last_seq = e->seq;
 			continue;
 		}
-		m.req = peer_req(p);
 		memcpy(fe->id, e->env_id, MSG_ID_LEN);
 		fe->from.p = e->sender_addr;
 		fe->from.len = strlen(e->sender_addr);
@@ -1043,17 +1071,12 @@ fetch_cb(void *arg, int status, const struct store_result *res)
 		fe->received_ms = (uint64_t)e->received_ms;
 		fe->payload.p = e->payload;
 		fe->payload.len = e->payload_len;
-		if (peer_write_env(p, m.req, fe, e->has_sig ? e->sig : NULL) !=
-		    0) {
-			net_conn_close(p->conn, TERN_EIO);
-			return;
-		}
-		if (infl_push(p, m.req, e->seq, NULL) == NULL) {
-			net_conn_close(p->conn, TERN_ENOMEM);
+		if ((r = peer_send_env(p, fe, e->seq, NULL,
+		    e->has_sig ? e->sig : NULL)) != 0) {
+			net_conn_close(p->conn, r);
 			return;
 		}
 		p->last_seq = e->seq;
-		p->last_tx = uv_now(f->loop);
 	}
 	/* Nothing stored past last_seq (all it read is sent, and it read
 	 * to the end): what is in flight is tracked, and newer entries come
@@ -1169,7 +1192,6 @@ static void
 peer_answer_early(struct peer *p, struct fed_wb *w, int code)
 {
 	struct fed *f = p->f;
-
 	bool held = w->held;
 
 	w->peer = NULL;
@@ -1864,7 +1886,6 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
     const struct msg_fed_env *e)
 {
 	struct peer *p = peer_find(f, domain, false);
-	struct msg m = {.type = MSG_FED_ENV};
 
 	if (p == NULL || p->st != P_UP || p->conn == NULL) {
 		fed_kick(f, domain);
@@ -1891,17 +1912,11 @@ fed_offer(struct fed *f, const char *domain, int64_t seq,
 		peer_pump(p);
 		return;
 	}
-	m.req = peer_req(p);
-	if (peer_write_env(p, m.req, e, NULL) != 0) {
+	if (peer_send_env(p, e, seq, NULL, NULL) != 0) {
 		fed_kick(f, domain);
 		return;
 	}
-	if (infl_push(p, m.req, seq, NULL) == NULL) {
-		net_conn_close(p->conn, TERN_ENOMEM);
-		return;
-	}
 	p->last_seq = seq;
-	p->last_tx = uv_now(f->loop);
 }
 
 /* wait_unlink: w leaves its peer's waiting list. */
@@ -2014,22 +2029,14 @@ peer_drain_wait(struct peer *p)
 
 	/* Committed ones first: they are older than any waiting. */
 	while ((r = p->ready_head) != NULL && peer_link_free(p)) {
-		struct msg m = {.type = MSG_FED_ENV};
-
-		if (infl_grow(p) != 0)
-			return;
-		m.req = peer_req(p);
-		m.u.fed_env = r->e;
-		if (fed_write(p->conn, &m) != 0) {
+		if (peer_send_env(p, &r->e, r->seq, NULL, NULL) != 0) {
 			/* Left to the store, with whatever follows. */
 			ready_drop(p);
 			p->queued = true;
 			return;
 		}
-		(void)infl_push(p, m.req, r->seq, NULL); /* room made above */
 		if (r->seq > p->last_seq)
 			p->last_seq = r->seq;
-		p->last_tx = uv_now(p->f->loop);
 		p->ready_head = r->next;
 		if (p->ready_head == NULL)
 			p->ready_tail = NULL;
@@ -2037,20 +2044,24 @@ peer_drain_wait(struct peer *p)
 		free(r);
 	}
 	while ((w = p->wait_head) != NULL && peer_can_send(p)) {
-		struct msg m = {.type = MSG_FED_ENV};
-
-		if (infl_grow(p) != 0)
-			return; /* it waits for its commit, then the queue */
-		m.req = peer_req(p);
-		m.u.fed_env = *w->e;
-		if (fed_write(p->conn, &m) != 0)
+		/* On failure it stays first: it goes at its commit, by
+		 * fed_offer, and nothing behind it overtakes it. */
+		if (peer_send_env(p, w->e, 0, w, NULL) != 0)
 			return;
 		wait_unlink(p, w);
-		(void)infl_push(p, m.req, 0, w); /* room made above */
-		p->last_tx = uv_now(p->f->loop);
-		w->peer = p;
-		w->state = FWB_OUT;
 	}
+}
+
+/* wb_reset: a fresh write-back for e (w->handle and the callbacks are
+ * the server's, set before). */
+static void
+wb_reset(struct fed_wb *w, const struct msg_fed_env *e)
+{
+	w->peer = NULL;
+	w->e = e;
+	w->prev = w->next = w->hprev = w->hnext = NULL;
+	w->state = FWB_NONE;
+	w->waiting = w->nolast = w->held = false;
 }
 
 static void
@@ -2075,29 +2086,14 @@ fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
     struct fed_wb *w)
 {
 	struct peer *p;
-	struct msg m = {.type = MSG_FED_ENV};
 
-	w->peer = NULL;
-	w->e = e;
-	w->prev = w->next = w->hprev = w->hnext = NULL;
-	w->state = FWB_NONE;
-	w->waiting = w->nolast = w->held = false;
+	wb_reset(w, e);
 	/* Only where nothing older waits, for the link or in the store. */
 	if (f->stopping || f->nheld >= FED_HOLD_MAX ||
 	    (p = peer_find(f, domain, false)) == NULL ||
-	    p->wait_head != NULL || !peer_can_send(p))
+	    p->wait_head != NULL || !peer_can_send(p) ||
+	    peer_send_env(p, e, 0, w, NULL) != 0)
 		return false;
-	/* Room first: once written it must be tracked. */
-	if (infl_grow(p) != 0)
-		return false;
-	m.req = peer_req(p);
-	m.u.fed_env = *e;
-	if (fed_write(p->conn, &m) != 0)
-		return false;
-	(void)infl_push(p, m.req, 0, w); /* cannot fail: room made */
-	p->last_tx = uv_now(f->loop);
-	w->peer = p;
-	w->state = FWB_OUT;
 	w->held = true;
 	w->hold_until = uv_now(f->loop) + FED_HOLD_MS;
 	w->hprev = f->hold_tail;
@@ -2117,13 +2113,7 @@ fed_wb_begin(struct fed *f, const char *domain, const struct msg_fed_env *e,
 {
 	struct peer *p;
 
-	/* w->handle is the server's, set before */
-	w->peer = NULL;
-	w->e = e;
-	w->prev = w->next = NULL;
-	w->hprev = w->hnext = NULL;
-	w->state = FWB_NONE;
-	w->waiting = w->nolast = w->held = false;
+	wb_reset(w, e);
 	if (f->stopping || (p = peer_find(f, domain, true)) == NULL)
 		return; /* fed_wb_end: fed_offer, which kicks */
 	w->peer = p;
@@ -3363,6 +3353,7 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	(void)uv_timer_init(loop, &f->hold); /* cannot fail on a live loop */
 	f->hold.data = f;
 	f->handles++;
+	crypto_shorthash_keygen(f->skip_key);
 	(void)uv_timer_start(&f->tick, tick_cb, 1000, 1000);
 	if (store_fed_domains(store, NULL, domains_cb, f) == 0)
 		f->pending++;

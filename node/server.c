@@ -1805,19 +1805,14 @@ struct fedq_ctx {
 	uint8_t payload[];
 };
 
+/* fedq_finish: SENT (status 0) or the error for q's SEND; frees q. */
 static void
-fedq_done(void *arg, int status, const struct store_result *res)
+fedq_finish(struct fedq_ctx *q, int status)
 {
-	struct fedq_ctx *q = arg;
 	struct session *ss = q->ss;
 	struct server *srv = ss->srv;
-	/* Committed, or (write-back) the destination took it already: its
-	 * OK means durable there, so SENT holds even if our write failed or
-	 * was withdrawn (SPEC.md 13.2). */
-	bool taken = fed_wb_end(srv->fed, q->domain, &q->wb, status,
-	    status == 0 ? res->seq : 0, &q->e);
 
-	if (status == 0 || taken) {
+	if (status == 0) {
 		struct msg m = {.type = MSG_SENT, .req = q->req};
 		memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
 		if (ss->state == SS_AUTHED)
@@ -1831,6 +1826,19 @@ fedq_done(void *arg, int status, const struct store_result *res)
 	}
 	free(q);
 	session_release(ss);
+}
+
+static void
+fedq_done(void *arg, int status, const struct store_result *res)
+{
+	struct fedq_ctx *q = arg;
+	/* Committed, or (write-back) the destination took it already: its
+	 * OK means durable there, so SENT holds even if our write failed or
+	 * was withdrawn (SPEC.md 13.2). */
+	bool taken = fed_wb_end(q->ss->srv->fed, q->domain, &q->wb, status,
+	    status == 0 ? res->seq : 0, &q->e);
+
+	fedq_finish(q, taken ? 0 : status);
 }
 
 /* fedq_submit: the outbound enqueue of q's envelope (q->wb.handle). */
@@ -1879,15 +1887,7 @@ fedq_held_submit(struct fed_wb *w)
 static void
 fedq_taken(struct fed_wb *w)
 {
-	struct fedq_ctx *q = fedq_of(w);
-	struct session *ss = q->ss;
-	struct msg m = {.type = MSG_SENT, .req = q->req};
-
-	memcpy(m.u.sent.id, q->env_id, MSG_ID_LEN);
-	if (ss->state == SS_AUTHED)
-		(void)session_send(ss, &m);
-	free(q);
-	session_release(ss);
+	fedq_finish(fedq_of(w), 0);
 }
 
 /*
