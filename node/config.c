@@ -184,6 +184,16 @@ static const struct cfg_opt cfg_opts[] = {
 	    "7d", CFG_S, 365 * CFG_D,
 	    "How long an envelope for another domain waits for that domain's "
 	    "node before its sender is told it expired undelivered."},
+	{"federation", "inbound_rate", CT_UINT, CFG_FIELD(fed_inbound_rate),
+	    "50000", 1, 10000000,
+	    "Envelopes per second one other domain's node may bring over "
+	    "its link, on average; beyond it the envelope is refused as busy "
+	    "and that node sends it again after a pause. Keeps one domain "
+	    "from taking all of this node."},
+	{"federation", "inbound_burst", CT_UINT, CFG_FIELD(fed_inbound_burst),
+	    "100000", 1, 100000000,
+	    "How many envelopes one other domain's node may bring at once "
+	    "before inbound_rate applies."},
 };
 
 #define CFG_NOPTS (sizeof(cfg_opts) / sizeof(cfg_opts[0]))

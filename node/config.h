@@ -83,6 +83,8 @@ struct node_config {
 	                                    "none" */
 	char fed_dns[CONFIG_TEXT_MAX];    /* "IP[:PORT],..." or "system" */
 	uint64_t fed_retention_ms;       /* outbound queue lifetime; 7d */
+	uint32_t fed_inbound_rate;       /* FED_ENV/s per inbound link */
+	uint32_t fed_inbound_burst;      /* and in a burst */
 	char fed_relay_for[CONFIG_TEXT_MAX]; /* "D1,D2": we relay for them, or
 	                                       "none" (SPEC.md 13.5) */
 	char fed_relays[CONFIG_TEXT_MAX]; /* "DOMAIN/KEY,...": our backup

@@ -65,12 +65,13 @@
 #define FED_SKIP_CAP ((size_t)1 << FED_SKIP_BITS)
 #define FED_STATIC_MAX 256
 #define FED_REWIND_MS 1000          /* pause after a transient refusal */
-/* What one peer domain's link may send us: a bucket of FED_IN_BURST
+/* What one peer domain's link may send us when the config does not say
+ * ([federation] inbound_rate, inbound_burst): a bucket of FED_IN_BURST
  * envelopes refilled at FED_IN_RATE per second; beyond it EBUSY, and the
  * other node retries after a pause (13.2). Protects this node from one
- * domain; far above what a single link carries in normal use. */
-#define FED_IN_RATE 50000.0
-#define FED_IN_BURST 100000.0
+ * domain. */
+#define FED_IN_RATE 50000
+#define FED_IN_BURST 100000
 
 enum peer_st {
 	P_IDLE = 0,     /* nothing to do, no link */
@@ -234,6 +235,8 @@ struct fed {
 	uint8_t priv[32];
 	uint8_t pub[32];            /* ours, from priv */
 	uint64_t retention_ms;      /* for envelopes we relay */
+	double in_rate;             /* envelopes/s one inbound link may bring */
+	double in_burst;            /* and in a burst */
 	char relay_for[FED_RELAY_FOR_MAX][IDENT_DOMAIN_MAX + 1]; /* 13.5 */
 	size_t nrelay_for;
 	struct frelay_pin relays[FED_RELAY_PINS_MAX]; /* [federation] relays */
@@ -253,6 +256,7 @@ struct fed {
 	struct fed_wb *hold_head;   /* held enqueues (fed_wb_hold), oldest */
 	struct fed_wb *hold_tail;   /* first: hold_until in order */
 	uint32_t nheld;
+	size_t held_bytes;          /* their payloads (FED_HOLD_BYTES) */
 	struct fed_stats st;
 	uint32_t pending;           /* store and DNS callbacks outstanding */
 	uint32_t handles;           /* uv handles not yet closed */
@@ -1951,6 +1955,7 @@ hold_unlink(struct fed *f, struct fed_wb *w)
 	w->hprev = w->hnext = NULL;
 	w->held = false;
 	f->nheld--;
+	f->held_bytes -= w->e->payload.len;
 }
 
 /* peer_link_free: the link takes an envelope now, and the store holds
@@ -2090,6 +2095,7 @@ fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
 	wb_reset(w, e);
 	/* Only where nothing older waits, for the link or in the store. */
 	if (f->stopping || f->nheld >= FED_HOLD_MAX ||
+	    f->held_bytes + e->payload.len > FED_HOLD_BYTES ||
 	    (p = peer_find(f, domain, false)) == NULL ||
 	    p->wait_head != NULL || !peer_can_send(p) ||
 	    peer_send_env(p, e, 0, w, NULL) != 0)
@@ -2102,6 +2108,7 @@ fed_wb_hold(struct fed *f, const char *domain, const struct msg_fed_env *e,
 	else
 		f->hold_head = w;
 	f->hold_tail = w;
+	f->held_bytes += e->payload.len;
 	if (f->nheld++ == 0)
 		(void)uv_timer_start(&f->hold, hold_cb, FED_HOLD_MS, 0);
 	return true;
@@ -2469,6 +2476,28 @@ in_hello(struct fin *in, const struct msg *m)
 	return 0;
 }
 
+/* in_take_token: the inbound rate limit of a link (f->in_rate and
+ * f->in_burst), one token per FED_ENV or FED_RENV. */
+static bool
+in_take_token(struct fin *in, uint32_t req)
+{
+	struct fed *f = in->f;
+	uint64_t now = uv_now(f->loop);
+
+	in->tokens += (double)(now - in->tokens_ms) * f->in_rate / 1000.0;
+	if (in->tokens > f->in_burst)
+		in->tokens = f->in_burst;
+	in->tokens_ms = now;
+	if (in->tokens < 1.0) {
+		f->st.rate_limited_total++;
+		fed_error(in->conn, req, TERN_EBUSY, "too many envelopes from "
+		    "your domain; slow down");
+		return false;
+	}
+	in->tokens -= 1.0;
+	return true;
+}
+
 static int
 in_env(struct fin *in, const struct msg *m)
 {
@@ -2494,21 +2523,8 @@ in_env(struct fin *in, const struct msg *m)
 		    "is not served here");
 		return 0;
 	}
-	{
-		uint64_t now = uv_now(f->loop);
-		in->tokens += (double)(now - in->tokens_ms) * FED_IN_RATE /
-		    1000.0;
-		if (in->tokens > FED_IN_BURST)
-			in->tokens = FED_IN_BURST;
-		in->tokens_ms = now;
-		if (in->tokens < 1.0) {
-			f->st.rate_limited_total++;
-			fed_error(in->conn, m->req, TERN_EBUSY, "too many "
-			    "envelopes from your domain; slow down");
-			return 0;
-		}
-		in->tokens -= 1.0;
-	}
+	if (!in_take_token(in, m->req))
+		return 0;
 	if ((x = malloc(sizeof(*x))) == NULL) {
 		fed_error(in->conn, m->req, TERN_ENOMEM, NULL);
 		return 0;
@@ -2611,7 +2627,7 @@ in_open(struct net_conn *c)
 	in->f = f;
 	in->conn = c;
 	in->refs = 1;
-	in->tokens = FED_IN_BURST;
+	in->tokens = f->in_burst;
 	in->tokens_ms = uv_now(f->loop);
 	memcpy(in->key, chan_remote_key(&c->chan), 32);
 	fc->inbound = true;
@@ -2660,27 +2676,6 @@ struct renv_check {
 };
 
 static void renv_drain(struct fin *in);
-
-/* in_take_token: the inbound rate limit (FED_IN_RATE), as for FED_ENV. */
-static bool
-in_take_token(struct fin *in, uint32_t req)
-{
-	struct fed *f = in->f;
-	uint64_t now = uv_now(f->loop);
-
-	in->tokens += (double)(now - in->tokens_ms) * FED_IN_RATE / 1000.0;
-	if (in->tokens > FED_IN_BURST)
-		in->tokens = FED_IN_BURST;
-	in->tokens_ms = now;
-	if (in->tokens < 1.0) {
-		f->st.rate_limited_total++;
-		fed_error(in->conn, req, TERN_EBUSY, "too many envelopes from "
-		    "your domain; slow down");
-		return false;
-	}
-	in->tokens -= 1.0;
-	return true;
-}
 
 /* renv_refuse: a FED_RENV that fails a check: EAUTH, counted, logged
  * with who relayed it and why. */
@@ -3293,6 +3288,9 @@ fed_start(uv_loop_t *loop, struct net_loop *nl, struct store *store,
 	memcpy(f->priv, cfg->priv, 32);
 	f->retention_ms = cfg->retention_ms != 0 ? cfg->retention_ms :
 	    7ull * 24 * 3600 * 1000;
+	f->in_rate = cfg->inbound_rate != 0 ? cfg->inbound_rate : FED_IN_RATE;
+	f->in_burst = cfg->inbound_burst != 0 ? cfg->inbound_burst :
+	    FED_IN_BURST;
 	if (crypto_scalarmult_curve25519_base(f->pub, f->priv) != 0) {
 		r = TERN_EKEY;
 		goto fail;

@@ -65,6 +65,9 @@ struct fed_config {
 	uint32_t dns_timeout_ms;    /* 0: the resolver's default */
 	uint64_t retention_ms;      /* how long envelopes we relay for
 	                               another domain are kept (13.5) */
+	uint32_t inbound_rate;      /* envelopes/s one peer's link may bring
+	                               (0: 50,000) */
+	uint32_t inbound_burst;     /* and at once (0: 100,000) */
 	const char *relay_for;      /* "D1,D2": domains we are a backup
 	                               relay for, or NULL/"none" */
 	const char *relays;         /* "DOMAIN/KEY,...": our own backup
@@ -174,8 +177,13 @@ struct fed_wb {
 	bool held;                  /* sent, its enqueue not submitted */
 };
 
-#define FED_HOLD_MS 20              /* longest hold of an enqueue */
+/* Longest hold of an enqueue: longer than the destination's own hold of
+ * its write while its device acknowledges (the reference node's is
+ * 250 ms, server.c), so that an OK coming from a slow device's ACK or from
+ * the destination's commit still spares our write. */
+#define FED_HOLD_MS 500
 #define FED_HOLD_MAX 16384          /* envelopes held at once, all links */
+#define FED_HOLD_BYTES (32u << 20)  /* and their payload bytes */
 
 bool fed_wb_hold(struct fed *f, const char *domain,
     const struct msg_fed_env *e, struct fed_wb *w);

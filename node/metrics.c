@@ -49,6 +49,9 @@ static const struct metrics_def metrics_defs[] = {
 	    "Envelopes written to recipient devices."),
 	MD(envelopes_acked_total, MK_COUNTER,
 	    "Envelopes acknowledged by recipient devices."),
+	MD(envelopes_unwritten_total, MK_COUNTER,
+	    "Envelopes acknowledged by their recipient device before they "
+	    "were written, so never stored."),
 	MD(envelopes_queued, MK_GAUGE,
 	    "Envelopes stored and not yet acknowledged."),
 	MD(queued_bytes, MK_GAUGE, "Payload bytes of the queued envelopes."),
@@ -429,9 +432,11 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	metrics_status_rate(m, w, 10000);
 	metrics_put(w, ", ");
 	metrics_status_rate(m, w, 60000);
-	metrics_put(w, "; %llu in all (%llu received)\n",
+	metrics_put(w, "; %llu in all (%llu received, %llu acknowledged "
+	    "before they were written)\n",
 	    (unsigned long long)m->envelopes_delivered_total,
-	    (unsigned long long)in);
+	    (unsigned long long)in,
+	    (unsigned long long)m->envelopes_unwritten_total);
 	metrics_status_hist(w, "send->sent:", &m->send_to_sent_us);
 	metrics_status_hist(w, "send->push:", &m->send_to_push_us);
 	metrics_status_hist(w, "store commit:", &m->store_commit_us);
@@ -445,13 +450,15 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	    m->fed_received_total + m->fed_queued > 0)
 		metrics_put(w, "federation:    %llu links out, %llu in; "
 		    "%llu queued out; %llu sent (%llu taken before they "
-		    "were written here), %llu refused; %llu received\n",
+		    "were written here), %llu refused; %llu received, "
+		    "%llu over the inbound limit\n",
 		    (unsigned long long)m->fed_links_up,
 		    (unsigned long long)m->fed_inbound_up,
 		    (unsigned long long)m->fed_queued,
 		    (unsigned long long)m->fed_sent_total,
 		    (unsigned long long)m->fed_writeback_total,
 		    (unsigned long long)m->fed_refused_total,
-		    (unsigned long long)m->fed_received_total);
+		    (unsigned long long)m->fed_received_total,
+		    (unsigned long long)m->fed_rate_limited_total);
 	return buf_writer_err(w);
 }

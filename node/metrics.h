@@ -62,6 +62,7 @@ struct metrics {
 	                                    0 anything else */
 	uint64_t envelopes_delivered_total; /* DELIVERs written to devices */
 	uint64_t envelopes_acked_total;  /* ACKs from devices */
+	uint64_t envelopes_unwritten_total; /* acked before being written */
 	uint64_t envelopes_queued;       /* gauge: stored, not yet acked */
 	uint64_t queued_bytes;           /* gauge: their payload bytes */
 	uint64_t ephemeral_dropped_total; /* ephemeral to offline devices */

@@ -171,7 +171,7 @@ struct store_env {
 	const char *sender_addr;            /* "" for notices */
 	uint32_t sender_device;             /* 0 for notices */
 	int64_t sent_ms;                    /* sender's timestamp */
-	int64_t received_ms;                /* when this node took it */
+	int64_t received_ms;                /* when the sender's node took it */
 	int64_t expires_ms;                 /* removed (and noticed) after this */
 	const uint8_t *payload;             /* opaque ciphertext / notice */
 	size_t payload_len;

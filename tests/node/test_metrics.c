@@ -182,8 +182,8 @@ TT_CASE(metrics__prometheus__expected_lines)
 			last = v;
 		}
 	}
-	/* 36 counters and gauges, 1 labelled, 3 histograms. */
-	TT_EQ(types, 36 + 1 + 3);
+	/* 37 counters and gauges, 1 labelled, 3 histograms. */
+	TT_EQ(types, 37 + 1 + 3);
 }
 
 TT_CASE(metrics__render__bounded_output)
@@ -257,13 +257,14 @@ TT_CASE(metrics__status__rates_from_samples)
 	M.envelopes_queued = 5;
 	M.queued_bytes = 1536;
 	M.envelopes_in_total[1] = 4;
+	M.envelopes_unwritten_total = 3;
 	metrics_observe(&M.send_to_sent_us, 800);
 	metrics_observe(&M.send_to_sent_us, 2500);
 	t = render(buf, sizeof(buf), 1);
 	has(t, "connections:   3 open (1 not logged in), 10 since start\n");
 	has(t, "queued:        5 envelopes, 1.5 KiB\n");
 	has(t, "delivered:     100.0/s over 10 s, 25.0/s over 60 s; 1500 in "
-	    "all (4 received)\n");
+	    "all (4 received, 3 acknowledged before they were written)\n");
 	/* One observation per bucket: the estimate is the bucket's top. */
 	has(t, "send->sent:    p50 1.0 ms, p99 2.5 ms, p99.9 2.5 ms "
 	    "(2 samples)\n");
