@@ -61,7 +61,7 @@
 #define FED_RING_MIN 256            /* first size of a link's ring */
 #define FED_RING_MAX (4 * FED_WINDOW) /* most FED_ENV between the oldest
                                        unanswered and the newest */
-#define FED_SKIP_BITS 13            /* skip set: 2 * FED_WINDOW slots */
+#define FED_SKIP_BITS 14            /* skip set: 2 * FED_WINDOW slots */
 #define FED_SKIP_CAP ((size_t)1 << FED_SKIP_BITS)
 #define FED_STATIC_MAX 256
 #define FED_REWIND_MS 1000          /* pause after a transient refusal */

@@ -36,7 +36,7 @@
 #include "tern_err.h"
 
 #define FED_PORT_DEFAULT 7371
-#define FED_WINDOW 4096             /* unanswered FED_ENV per link */
+#define FED_WINDOW 8192             /* unanswered FED_ENV per link */
 #define FED_ATTEMPTS_MAX 10         /* failures before an envelope is set
                                        aside (13.2) */
 #define FED_BACKOFF_MIN_MS 1000

@@ -73,8 +73,8 @@
 #define STORE_LAST_RESORT_ID 0xFFFFFFu /* the last-resort prekey's id */
 #define STORE_BUNDLES_MAX 64      /* devices in one bundle fetch */
 #define STORE_DOMAIN_MAX 253      /* a destination domain name */
-#define STORE_FED_FETCH_MAX 4096  /* entries per store_fed_fetch: a
-                                     whole link window (FED_WINDOW) */
+#define STORE_FED_FETCH_MAX 4096  /* entries per store_fed_fetch: half
+                                     a link window (FED_WINDOW) */
 #define STORE_FED_SIG_LEN 64      /* a relayed entry's origin signature */
 #define STORE_FED_DONE_MAX 1024   /* seqs per store_fed_done */
 #define STORE_FED_DOMAINS_MAX 256 /* domains per store_fed_domains */

@@ -35,8 +35,8 @@
 #include "tt_uv.h"
 
 #define WAIT_MS 20000      /* any one wait */
-#define MAX_SENT 8192      /* sent reports kept */
-#define MAX_RECS 8192      /* FED_ENV the fake keeps */
+#define MAX_SENT 16384     /* sent reports kept */
+#define MAX_RECS 16384     /* FED_ENV the fake keeps */
 #define ID_TAG 0x7b        /* first byte of every envelope id we make */
 #define DEST "two.test"
 #define RCPT "bob@two.test"
@@ -680,7 +680,8 @@ setup(bool up)
 	cfg.backoff_max_ms = 100;
 	cfg.auto_ack = true;
 	cfg.reconnect = true;
-	cfg.outbox_max = MAX_SENT; /* 5,000 at once: more than a window */
+	cfg.outbox_max = MAX_SENT; /* more than a window at once */
+	cfg.outbox_max_bytes = 2u << 20;
 	TT_OK(client_new(&T.loop, &cfg, &s_cbs, NULL, &T.c));
 	TT_OK(client_register(T.c, NULL, "phone", s_reg, NULL));
 	WAIT_FOR(T.reg_done);
@@ -851,15 +852,15 @@ taken_tag(uint8_t tag, uint32_t count)
 }
 
 /*
- * More than a window: 5,000 envelopes while the destination answers
- * nothing. The origin sends exactly FED_WINDOW (4,096) and keeps the
+ * More than a window: FED_WINDOW + 904 envelopes while the destination
+ * answers nothing. The origin sends exactly FED_WINDOW and keeps the
  * rest, committed, until answers make room; then every one arrives
  * exactly once and in order (none read back and sent twice), the queue
  * empties and nothing is sent again after a restart.
  */
 TT_CASE(fedwb__more_than_a_window_each_once_in_order)
 {
-	const uint32_t count = 5000;
+	const uint32_t count = FED_WINDOW + 904;
 	long n, next = 0;
 	int i, from;
 
