@@ -27,6 +27,7 @@
  */
 #include "server.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -624,6 +625,43 @@ pp_find(struct server *srv, int64_t user_id, uint32_t device_id,
 	return NULL;
 }
 
+/* ctx_env_new: a zeroed context for an envelope, its payload copy in the
+ * same allocation (one malloc per envelope, not two). */
+static struct req_ctx *
+ctx_env_new(size_t payload_len)
+{
+	struct req_ctx *c = malloc(sizeof(*c) + payload_len);
+
+	if (c == NULL)
+		return NULL;
+	memset(c, 0, offsetof(struct req_ctx, from));
+	c->from[0] = '\0';
+	memset(&c->from_device, 0, sizeof(*c) -
+	    offsetof(struct req_ctx, from_device));
+	c->payload = (uint8_t *)(c + 1);
+	return c;
+}
+
+/* addr_join: "name@domain" into out (cap bytes, truncated like
+ * snprintf); the SEND path's copy, without the cost of a format. */
+static void
+addr_join(char *out, size_t cap, const char *name, const char *domain)
+{
+	size_t n = strlen(name), d = strlen(domain);
+
+	if (cap == 0)
+		return;
+	if (n > cap - 1)
+		n = cap - 1;
+	memcpy(out, name, n);
+	if (n < cap - 1)
+		out[n++] = '@';
+	if (d > cap - 1 - n)
+		d = cap - 1 - n;
+	memcpy(out + n, domain, d);
+	out[n + d] = '\0';
+}
+
 static void
 ctx_sent(struct server *srv, struct req_ctx *c)
 {
@@ -657,7 +695,7 @@ ctx_free(struct server *srv, struct req_ctx *c)
 	}
 	if (c->rcpt != NULL)
 		user_put(srv, c->rcpt);
-	if (c->payload != NULL)
+	if (c->payload != NULL && c->payload != (uint8_t *)(c + 1))
 		free(c->payload);
 	if (c->ss != NULL)
 		session_release(c->ss);
@@ -1024,10 +1062,7 @@ handle_send(struct session *ss, const struct msg *m)
 		(void)session_send(ss, &sent);
 		return;
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (s->payload.len > 0 &&
-	    (c->payload = malloc(s->payload.len)) == NULL)) {
-		free(c);
+	if ((c = ctx_env_new(s->payload.len)) == NULL) {
 		session_error(ss, m->req, TERN_ENOMEM, NULL);
 		return;
 	}
@@ -1042,8 +1077,7 @@ handle_send(struct session *ss, const struct msg *m)
 	c->sent_ms = s->timestamp_ms;
 	c->rcpt_device = s->to_device;
 	c->from_device = ss->device_id;
-	snprintf(c->from, sizeof(c->from), "%s@%s", ss->user->name,
-	    srv->cfg.domain);
+	addr_join(c->from, sizeof(c->from), ss->user->name, srv->cfg.domain);
 	if (s->payload.len > 0)
 		memcpy(c->payload, s->payload.p, s->payload.len);
 	c->payload_len = (uint32_t)s->payload.len;
@@ -2642,12 +2676,8 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	}
 	if (store_pending(srv->store) > SRV_OVERLOAD_HIGH)
 		return TERN_EBUSY; /* the other node retries */
-	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (e->payload.len > 0 &&
-	    (c->payload = malloc(e->payload.len)) == NULL)) {
-		free(c);
+	if ((c = ctx_env_new(e->payload.len)) == NULL)
 		return TERN_ENOMEM;
-	}
 	c->srv = srv;
 	c->done = done;
 	c->done_arg = darg;
