@@ -109,6 +109,7 @@ static struct {
 	uint32_t nenv;            /* FED_ENV sent */
 	uint32_t noks;            /* OK answers to them */
 	uint32_t nerrors;         /* ERROR answers to them */
+	bool refusals_expected;   /* the case counts ERRORs itself */
 	uint64_t pong;            /* nonce of the last PONG */
 	struct answer ans[MAX_REQ];
 } T;
@@ -474,7 +475,9 @@ o_message(struct net_conn *c, const uint8_t *buf, size_t len)
 		a->errors++;
 		a->code = m.u.error.code;
 		T.nerrors++;
-		wrong("%c-%u refused: ERROR %u", a->tag, a->n, a->code);
+		if (!T.refusals_expected)
+			wrong("%c-%u refused: ERROR %u", a->tag, a->n,
+			    a->code);
 	}
 	return 0;
 }
@@ -568,6 +571,10 @@ answered(uint32_t req)
 
 /* --- a case's start and end ----------------------------------------------- */
 
+/* [federation] inbound_rate and inbound_burst for the next setup, when
+ * set (outside T, which setup clears). */
+static const char *conf_rate, *conf_burst;
+
 /*
  * setup: two.test with one.test's key pinned (the address is never used:
  * the node has nothing to send to one.test), bob registered and online
@@ -596,6 +603,10 @@ setup(void)
 	fnode_init(&T.n, DEST);
 	snprintf(v, sizeof(v), "%s=127.0.0.1:1/%s", ORIGIN, b64);
 	ternd_conf_set(&T.n.t, "peers", v);
+	if (conf_rate != NULL) {
+		ternd_conf_set(&T.n.t, "inbound_rate", conf_rate);
+		ternd_conf_set(&T.n.t, "inbound_burst", conf_burst);
+	}
 	TT_OK(sodium_base642bin(T.node_key, sizeof(T.node_key), T.n.key,
 	    strlen(T.n.key), NULL, &bl, NULL,
 	    sodium_base64_VARIANT_ORIGINAL));
@@ -903,5 +914,47 @@ TT_CASE(fedorder__local_send_waits_behind_x)
 	check_done(1);
 	printf("%d FED_ENV, %d deliveries, %llu ms\n", (int)T.nenv, T.ndel,
 	    (unsigned long long)(ternd_now_ms() - t0));
+	teardown();
+}
+
+/*
+ * The link's inbound limit ([federation] inbound_rate, inbound_burst):
+ * with a bucket of 10 refilled at 1 per second, a burst of 30 after the
+ * warm-up gets OK for the tokens left (9, or 10 if a second passed) and
+ * EBUSY for the rest, each counted; the refused ones reach no one, and
+ * the link stays up.
+ */
+TT_CASE(fedorder__inbound_limit_busy_beyond_the_burst)
+{
+	uint32_t n, busy = 0, ok = 0;
+	int i;
+
+	conf_rate = "1";
+	conf_burst = "10";
+	setup();
+	conf_rate = conf_burst = NULL;
+	T.refusals_expected = true;
+	T.auto_ack = true;
+	for (n = 0; n < 30; n++)
+		(void)o_env('r', n);
+	o_sync();
+	WAIT_FOR(T.noks + T.nerrors == T.nenv);
+	for (i = 1; i <= (int)T.req; i++) {
+		if (T.ans[i].tag != 'r')
+			continue;
+		if (T.ans[i].oks == 1)
+			ok++;
+		else {
+			TT_EQ(T.ans[i].code, -TERN_EBUSY);
+			busy++;
+		}
+	}
+	printf("%u taken, %u refused as busy\n", ok, busy);
+	TT_ASSERT(ok >= 9 && ok <= 11);
+	TT_EQ(ok + busy, 30);
+	TT_EQ(metric("tern_fed_rate_limited_total"), busy);
+	WAIT_FOR(count_of_tag('r') == (int)ok);
+	WAIT_FOR(metric("tern_envelopes_queued") == 0);
+	TT_ASSERT(T.link != NULL && !T.closed);
 	teardown();
 }
