@@ -50,6 +50,7 @@ struct net_creq {
 
 static void net_flush(struct net_conn *c);
 static void net_conn_finish(struct net_conn *c);
+static void net_mark_dirty(struct net_conn *c);
 
 /* --- deadline lists -------------------------------------------------- */
 
@@ -133,7 +134,14 @@ net_tick_cb(uv_timer_t *t)
 		next = c->next;
 		if (c->deadline + nl->cfg.idle_timeout_ms > now)
 			break;
-		net_conn_close(c, TERN_ETIMEOUT);
+		if (c->flags & NET_F_CLOSING) {
+			/* Closing, and still not done an idle timeout after
+			 * it was last heard: its peer takes nothing (a write
+			 * stuck in flight). Closed now, output dropped. */
+			c->flags |= NET_F_ABORT;
+			net_mark_dirty(c);
+		} else
+			net_conn_close(c, TERN_ETIMEOUT);
 	}
 }
 
@@ -218,8 +226,10 @@ net_flush(struct net_conn *c)
 		if (n == UV_EAGAIN || n == UV_ENOSYS)
 			n = 0;
 		if (n < 0) {
+			/* Gone: closed below at once (also when it was
+			 * already closing, waiting for this write). */
 			net_conn_abort(c, TERN_EIO);
-			return;
+			goto check;
 		}
 		if ((uint32_t)n == c->out_len) {
 			c->out_len = 0;
@@ -235,7 +245,7 @@ net_flush(struct net_conn *c)
 		} else {
 			if ((w = calloc(1, sizeof(*w))) == NULL) {
 				net_conn_abort(c, TERN_ENOMEM);
-				return;
+				goto check;
 			}
 			if (n > 0)
 				memmove(c->out, c->out + n, c->out_len - n);
@@ -250,11 +260,12 @@ net_flush(struct net_conn *c)
 				free(w->buf);
 				free(w);
 				net_conn_abort(c, TERN_EIO);
-				return;
+				goto check;
 			}
 			c->inflight = w->len;
 		}
 	}
+check:
 	if ((c->flags & NET_F_CLOSING) &&
 	    ((c->out_len == 0 && c->inflight == 0) ||
 	    (c->flags & NET_F_ABORT) || !(c->flags & NET_F_CONNECTED)))

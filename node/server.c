@@ -160,6 +160,9 @@ struct req_ctx {
 	struct req_ctx *next;       /* in the deferred receipts queue */
 	struct store_req *handle;   /* SEND: the enqueue, for store_cancel */
 	bool pushed;                /* SEND: delivered before the commit */
+	struct session *push_to;    /* the session it was pushed to (a
+	                               reference): a later login of the same
+	                               device is another session */
 	struct session *wait_to;    /* the live device whose fed_waiting
 	                               counts it (a reference) */
 	uint64_t received_ms;       /* FED_ENV: when the origin accepted it
@@ -432,13 +435,15 @@ user_device(struct nuser *u, uint32_t device_id)
 	return NULL;
 }
 
-/* push_deliver: sends one envelope to a device. */
-static void
+/* push_deliver: sends one envelope to a device; 0, or the error of a
+ * connection that takes nothing more (closing, or over its output cap). */
+static int
 push_deliver(struct session *ss, const uint8_t id[MSG_ID_LEN],
     const char *from, uint32_t from_device, uint8_t cls, uint64_t sent_ms,
     uint64_t received_ms, const uint8_t *payload, size_t len)
 {
 	struct msg m = {.type = MSG_DELIVER, .req = 0};
+	int r;
 
 	memcpy(m.u.deliver.id, id, MSG_ID_LEN);
 	m.u.deliver.from.p = from;
@@ -452,10 +457,11 @@ push_deliver(struct session *ss, const uint8_t id[MSG_ID_LEN],
 	/* Every DELIVER is acknowledged, ephemeral ones too (the device
 	 * can't tell them from others before it looks), so every one counts
 	 * as in flight. */
-	if (session_send(ss, &m) == 0) {
+	if ((r = session_send(ss, &m)) == 0) {
 		ss->srv->m.envelopes_delivered_total++;
 		ss->inflight++;
 	}
+	return r;
 }
 
 static void
@@ -662,6 +668,23 @@ addr_join(char *out, size_t cap, const char *name, const char *domain)
 	out[n + d] = '\0';
 }
 
+/* ctx_push: write-back (SPEC.md 7.3): c goes to its live device to now,
+ * before its commit. False if that connection took nothing (closing):
+ * then c goes the store's way, and the device gets it by a fetch. */
+static bool
+ctx_push(struct server *srv, struct req_ctx *c, struct session *to,
+    uint64_t received_ms)
+{
+	if (push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
+	    c->sent_ms, received_ms, c->payload, c->payload_len) != 0)
+		return false;
+	metrics_observe(&srv->m.send_to_push_us, mono_us() - c->t0_us);
+	c->pushed = true;
+	c->push_to = to;
+	to->pending++;
+	return true;
+}
+
 static void
 ctx_sent(struct server *srv, struct req_ctx *c)
 {
@@ -693,6 +716,8 @@ ctx_free(struct server *srv, struct req_ctx *c)
 		c->wait_to->fed_waiting--;
 		session_release(c->wait_to);
 	}
+	if (c->push_to != NULL)
+		session_release(c->push_to);
 	if (c->rcpt != NULL)
 		user_put(srv, c->rcpt);
 	if (c->payload != NULL && c->payload != (uint8_t *)(c + 1))
@@ -752,7 +777,11 @@ enqueue_done(void *arg, int status, const struct store_result *res)
 			session_fetch(to);
 		}
 	}
-	if (to != NULL && res->seq > to->last_seq && (c->pushed || to->live))
+	/* A pushed one moves the position of the session it went to only:
+	 * a later login of the same device has not seen it, and its
+	 * fetches must still find it. */
+	if (to != NULL && res->seq > to->last_seq &&
+	    (c->pushed ? c->push_to == to : to->live))
 		to->last_seq = res->seq;
 	ctx_free(srv, c);
 }
@@ -811,8 +840,6 @@ enqueue_submit(struct server *srv, struct req_ctx *c)
 static void
 hold_unlink(struct server *srv, struct req_ctx *c)
 {
-	struct session *to;
-
 	if (c->hprev != NULL)
 		c->hprev->hnext = c->hnext;
 	else
@@ -825,9 +852,7 @@ hold_unlink(struct server *srv, struct req_ctx *c)
 	c->held = false;
 	srv->nheld--;
 	srv->held_bytes -= sizeof(*c) + c->payload_len;
-	if ((to = user_device(c->rcpt, c->rcpt_device)) != NULL &&
-	    to->nheld > 0)
-		to->nheld--;
+	c->push_to->nheld--;
 }
 
 /* hold_submit: a held envelope's time is up (or it must go now). */
@@ -858,7 +883,7 @@ hold_flush(struct server *srv, struct session *to)
 
 	for (c = srv->held; c != NULL && to->nheld > 0; c = next) {
 		next = c->hnext;
-		if (c->rcpt == to->user && c->rcpt_device == to->device_id)
+		if (c->push_to == to)
 			hold_submit(srv, c);
 	}
 }
@@ -876,9 +901,10 @@ hold_timer_cb(uv_timer_t *t)
 		    srv->held->hold_until - now, 0);
 }
 
-/* hold_add: c was pushed to its live device, to; its write waits. */
+/* hold_add: c was pushed to its live device (c->push_to); its write
+ * waits. */
 static int
-hold_add(struct server *srv, struct req_ctx *c, struct session *to)
+hold_add(struct server *srv, struct req_ctx *c)
 {
 	if (srv->stopping)
 		return enqueue_submit(srv, c);
@@ -900,7 +926,7 @@ hold_add(struct server *srv, struct req_ctx *c, struct session *to)
 	srv->held_tail = c;
 	srv->nheld++;
 	srv->held_bytes += sizeof(*c) + c->payload_len;
-	to->nheld++;
+	c->push_to->nheld++;
 	return 0;
 }
 
@@ -1119,18 +1145,12 @@ handle_send(struct session *ss, const struct msg *m)
 			/* It can't take more now: this one and the next wait
 			 * in the store, in order, for its fetches. */
 			session_unlive(to);
-		} else {
-			push_deliver(to, c->env_id, c->from, c->from_device,
-			    c->cls, c->sent_ms, now_ms(), c->payload,
-			    c->payload_len);
-			metrics_observe(&srv->m.send_to_push_us,
-			    mono_us() - c->t0_us);
-			c->pushed = true;
-		}
+		} else
+			(void)ctx_push(srv, c, to, now_ms());
 	}
 	if (to != NULL && !to->live)
 		to->dirty = true; /* its next fetch must come after this */
-	if ((r = c->pushed ? hold_add(srv, c, to) :
+	if ((r = c->pushed ? hold_add(srv, c) :
 	    enqueue_submit(srv, c)) != 0) {
 		ctx_free(srv, c);
 		session_error(ss, m->req, r, NULL);
@@ -1408,6 +1428,10 @@ session_login(struct session *ss, struct nuser *u, uint32_t device_id)
 	/* One connection per device: the newest wins (the old one is a
 	 * dead socket the device has not noticed yet). */
 	if (old != NULL) {
+		/* What was pushed to it and is held goes to the store now,
+		 * before this session's first fetch, which must find it. */
+		if (old->nheld > 0)
+			hold_flush(srv, old);
 		session_error(old, 0, TERN_ECLOSED,
 		    "logged in again from elsewhere");
 		net_conn_close(old->conn, TERN_ECLOSED);
@@ -2713,10 +2737,7 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	if (to != NULL && to->live && to->fed_waiting == 0 &&
 	    to->inflight < SRV_INFLIGHT_LIVE_MAX &&
 	    net_conn_queued(to->conn) <= SRV_OUT_LIVE_MAX) {
-		push_deliver(to, c->env_id, c->from, c->from_device, c->cls,
-		    c->sent_ms, c->received_ms, c->payload, c->payload_len);
-		metrics_observe(&srv->m.send_to_push_us, mono_us() - c->t0_us);
-		c->pushed = true;
+		(void)ctx_push(srv, c, to, c->received_ms);
 	} else if (to != NULL && to->live) {
 		/* Pushed at its commit, in order: so are the ones after it. */
 		to->fed_waiting++;
@@ -2725,7 +2746,7 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 	}
 	if (to != NULL && !to->live)
 		to->dirty = true;
-	if ((r = c->pushed ? hold_add(srv, c, to) :
+	if ((r = c->pushed ? hold_add(srv, c) :
 	    enqueue_submit(srv, c)) != 0) {
 		c->done = NULL;
 		ctx_free(srv, c);
