@@ -516,8 +516,12 @@ fetch_done(void *arg, int status, const struct store_result *res)
 	}
 	for (i = 0; i < res->n_envs; i++) {
 		const struct store_env *e = &res->envs[i];
-		if (e->seq > ss->last_seq)
-			ss->last_seq = e->seq;
+		/* Sent on this connection since the fetch was asked for: an
+		 * envelope pushed before its commit, whose seq came with the
+		 * commit (enqueue_done) after the fetch took last_seq. */
+		if (e->seq <= ss->last_seq)
+			continue;
+		ss->last_seq = e->seq;
 		if (e->cls == STORE_CLASS_NOTICE)
 			push_notice(ss, e);
 		else
