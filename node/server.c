@@ -225,6 +225,7 @@ struct server {
 };
 
 static void session_fetch(struct session *ss);
+static void commit_times(struct server *srv);
 static void presence_changed(struct server *srv, struct nuser *u);
 static void rview_push(struct server *srv, struct nuser *u);
 static int rwatch_add(struct session *ss, const struct msg_str *target,
@@ -3253,6 +3254,7 @@ server_tick(uv_timer_t *t)
 		rview_sweep(srv, now);
 	}
 	fetch_retry(srv);
+	commit_times(srv);
 	metrics_sample(&srv->m, now_ms());
 	(void)overload_check(srv);
 	deferred_drain(srv);
@@ -3267,11 +3269,27 @@ server_tick(uv_timer_t *t)
 
 /* --- metrics and admin over loopback HTTP ---------------------------- */
 
+/* commit_times: the store's commit durations since the last call go into
+ * the histogram (each tick, and before figures are shown). */
+static void
+commit_times(struct server *srv)
+{
+	uint32_t us[256];
+	size_t n, i;
+
+	do {
+		n = store_commit_times(srv->store, us, 256);
+		for (i = 0; i < n; i++)
+			metrics_observe(&srv->m.store_commit_us, us[i]);
+	} while (n == 256);
+}
+
 static void
 server_gauges(struct server *srv)
 {
 	struct store_stats st;
 
+	commit_times(srv);
 	if (store_stats(srv->store, &st) == 0) {
 		srv->m.envelopes_queued = st.queued;
 		srv->m.queued_bytes = st.queued_bytes;

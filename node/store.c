@@ -30,6 +30,7 @@
 #define STORE_DEF_NOTICE_TTL_MS (30ll * 24 * 3600 * 1000)
 #define STORE_DEF_FED_QUEUE_MAX 1000000u
 #define STORE_DEF_FED_QUEUE_BYTES (4ull << 30)
+#define STORE_COMMIT_RING 4096u     /* commit times kept for the loop */
 
 struct store {
 	uv_loop_t *loop;                    /* the loop thread's loop */
@@ -60,6 +61,10 @@ struct store {
 	uint64_t batches;                   /* [mu] */
 	uint64_t failed_batches;            /* [mu] */
 	uint64_t requests;                  /* [mu] */
+	uint32_t commit_us[STORE_COMMIT_RING]; /* [mu] recent commits' times,
+	                                       a ring: store_commit_times */
+	uint32_t commit_next;               /* [mu] where the next goes */
+	uint32_t commit_n;                  /* [mu] how many are kept */
 
 	/* Loop thread only. */
 	uint64_t outstanding;               /* submitted, callback not yet run */
@@ -152,6 +157,7 @@ store_writer_main(void *arg)
 	struct store_req *batch, *tail;
 	uint32_t n;
 	int committed, failed;
+	uint64_t t0, t1;
 
 	uv_mutex_lock(&s->mu);
 	for (;;) {
@@ -188,9 +194,20 @@ store_writer_main(void *arg)
 		tail->next = NULL;
 		uv_mutex_unlock(&s->mu);
 
+		t0 = uv_hrtime();
 		store_batch_run(s, batch, &committed, &failed);
+		t1 = uv_hrtime();
 
 		uv_mutex_lock(&s->mu);
+		if (committed) {
+			/* The oldest goes when the loop has not taken them. */
+			uint64_t us = (t1 - t0) / 1000;
+			s->commit_us[s->commit_next] = us > UINT32_MAX ?
+			    UINT32_MAX : (uint32_t)us;
+			s->commit_next = (s->commit_next + 1) % STORE_COMMIT_RING;
+			if (s->commit_n < STORE_COMMIT_RING)
+				s->commit_n++;
+		}
 		if (s->done_tail != NULL)
 			s->done_tail->next = batch;
 		else
@@ -1242,6 +1259,22 @@ store_counters(struct store *s, struct store_stats *out)
 	out->requests = s->requests;
 	uv_mutex_unlock(&s->mu);
 	out->pending = s->outstanding;
+}
+
+size_t
+store_commit_times(struct store *s, uint32_t *out, size_t cap)
+{
+	size_t n, i, first;
+
+	uv_mutex_lock(&s->mu);
+	n = s->commit_n < cap ? s->commit_n : cap;
+	first = (s->commit_next + STORE_COMMIT_RING - s->commit_n) %
+	    STORE_COMMIT_RING;
+	for (i = 0; i < n; i++)
+		out[i] = s->commit_us[(first + i) % STORE_COMMIT_RING];
+	s->commit_n -= (uint32_t)n;
+	uv_mutex_unlock(&s->mu);
+	return n;
 }
 
 uint64_t

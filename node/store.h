@@ -754,6 +754,14 @@ int store_user_list(struct store *s,
 int store_stats(struct store *s, struct store_stats *out) TERN_WUR;
 
 /*
+ * store_commit_times: takes the durations (µs) of the transactions
+ * committed since the last call, oldest first, at most cap of them (the
+ * rest stay for the next call); the store keeps the latest 4,096. For
+ * the node's commit-time histogram. Loop thread.
+ */
+size_t store_commit_times(struct store *s, uint32_t *out, size_t cap);
+
+/*
  * store_counters fills only the writer's counters (commits, batches,
  * failed_batches, requests, pending) and zeroes the rest: no SQL, for
  * metrics. store_pending is the number of requests submitted whose

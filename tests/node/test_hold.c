@@ -713,6 +713,8 @@ TT_CASE(hold__unacked_sent_after_hold_and_durable)
 	TT_EQ(db_rows(), 1);
 	TT_EQ(metric(UNWRITTEN), uw0);
 	check_conn(1, 1, -1);
+	/* That commit (and the warm-up's registrations) were timed. */
+	TT_ASSERT(metric("tern_store_commit_seconds_count") > 0);
 
 	/* A crash, and the node back on the same database. */
 	alice_online = T.alice.online;
