@@ -826,6 +826,45 @@ check_done(int nc)
 	TT_EQ(T.ndel, 1 + CAP + 1 + nc + NY); /* nothing more came */
 }
 
+/* finish: bob has all (nc of carol's among them), in order; every answer
+ * OK; the queue empty; then the node stops. */
+static void
+finish(int nc, uint64_t t0)
+{
+	WAIT_FOR(T.ndel >= 1 + CAP + 1 + nc + NY || T.wrong > 0);
+	check_order(nc);
+	check_done(nc);
+	printf("%d FED_ENV, %d deliveries, %llu ms\n", (int)T.nenv, T.ndel,
+	    (unsigned long long)(ternd_now_ms() - t0));
+	teardown();
+}
+
+/*
+ * x_waits_then_room: X finds bob without room and waits for its commit,
+ * which the case holds back (store_hold); meanwhile bob makes room, carol
+ * sends nc envelopes (0 or 1), and the node reads the Ys: all find room,
+ * yet each must wait behind X.
+ */
+static void
+x_waits_then_room(int nc)
+{
+	uint32_t x;
+
+	fill();
+	store_hold();
+	x = o_env('x', 0);
+	o_sync();
+	TT_EQ(count_of_tag('x'), 0); /* the cap: not pushed */
+	make_room();
+	for (int i = 0; i < nc; i++)
+		carol_send((uint32_t)i);
+	TT_EQ(count_of_tag('c'), 0); /* behind X, not committed */
+	send_ys();
+	TT_ASSERT(!answered(x)); /* not committed: the store is held */
+	store_release();
+	ack_all();
+}
+
 /* --- cases --------------------------------------------------------------- */
 
 /*
@@ -837,25 +876,10 @@ check_done(int nc)
 TT_CASE(fedorder__no_room_then_room_later_ones_wait)
 {
 	uint64_t t0 = ternd_now_ms();
-	uint32_t x;
 
 	setup();
-	fill();
-	store_hold();
-	x = o_env('x', 0);
-	o_sync();
-	TT_EQ(count_of_tag('x'), 0); /* the cap: not pushed */
-	make_room();
-	send_ys();
-	TT_ASSERT(!answered(x)); /* not committed: the store is held */
-	store_release();
-	ack_all();
-	WAIT_FOR(T.ndel >= 1 + CAP + 1 + NY || T.wrong > 0);
-	check_order(0);
-	check_done(0);
-	printf("%d FED_ENV, %d deliveries, %llu ms\n", (int)T.nenv, T.ndel,
-	    (unsigned long long)(ternd_now_ms() - t0));
-	teardown();
+	x_waits_then_room(0);
+	finish(0, t0);
 }
 
 /*
@@ -876,12 +900,7 @@ TT_CASE(fedorder__no_room_at_commit_drained_in_order)
 	make_room();
 	send_ys();
 	ack_all();
-	WAIT_FOR(T.ndel >= 1 + CAP + 1 + NY || T.wrong > 0);
-	check_order(0);
-	check_done(0);
-	printf("%d FED_ENV, %d deliveries, %llu ms\n", (int)T.nenv, T.ndel,
-	    (unsigned long long)(ternd_now_ms() - t0));
-	teardown();
+	finish(0, t0);
 }
 
 /*
@@ -893,28 +912,11 @@ TT_CASE(fedorder__no_room_at_commit_drained_in_order)
 TT_CASE(fedorder__local_send_waits_behind_x)
 {
 	uint64_t t0 = ternd_now_ms();
-	uint32_t x;
 
 	setup();
 	carol_online();
-	fill();
-	store_hold();
-	x = o_env('x', 0);
-	o_sync();
-	TT_EQ(count_of_tag('x'), 0); /* the cap: not pushed */
-	make_room();
-	carol_send(0);
-	TT_EQ(count_of_tag('c'), 0); /* behind X, which is not committed */
-	send_ys();
-	TT_ASSERT(!answered(x)); /* not committed: the store is held */
-	store_release();
-	ack_all();
-	WAIT_FOR(T.ndel >= 1 + CAP + 1 + 1 + NY || T.wrong > 0);
-	check_order(1);
-	check_done(1);
-	printf("%d FED_ENV, %d deliveries, %llu ms\n", (int)T.nenv, T.ndel,
-	    (unsigned long long)(ternd_now_ms() - t0));
-	teardown();
+	x_waits_then_room(1);
+	finish(1, t0);
 }
 
 /*

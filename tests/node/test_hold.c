@@ -586,6 +586,40 @@ done(void)
 	TT_EQ(T.wrong, 0);
 }
 
+/*
+ * ack_all_count_dups: bob acknowledges everything from now on, gets all
+ * of a-0..a-(n-1) and the marker z-0; the first arrival of each id is in
+ * send order, all on connection 1. Returns the repeats of ids bob already
+ * had.
+ */
+static int
+ack_all_count_dups(uint32_t n)
+{
+	uint32_t next = 0;
+	int dups = 0;
+
+	T.auto_ack = true;
+	b_ack_all();
+	WAIT_FOR(T.ndl_tag[TA] >= (int)n || T.wrong > 0);
+	marker(0);
+	d_ping(&T.bob);
+	for (int i = 0; i < T.ndel; i++) {
+		const struct del *r = &T.del[i];
+		if (r->tag != TA)
+			continue;
+		TT_EQ(r->conn, 1);
+		if (r->n == next)
+			next++;
+		else if (r->n < next)
+			dups++; /* an id bob already had */
+		else
+			tt_fail(__FILE__, __LINE__, "delivery %d is a-%u, "
+			    "before a-%u", i, r->n, next);
+	}
+	TT_EQ(next, n);
+	return dups;
+}
+
 /* --- a case's start and end ----------------------------------------------- */
 
 /*
@@ -818,7 +852,6 @@ TT_CASE(hold__unlive_flushes_in_order)
 {
 	enum { N = CAP + 100 };
 	unsigned long long uw0;
-	uint32_t next = 0;
 	int dups = 0;
 	uint64_t t0 = ternd_now_ms();
 
@@ -836,25 +869,7 @@ TT_CASE(hold__unlive_flushes_in_order)
 	TT_EQ(metric(UNWRITTEN), uw0);
 	TT_EQ(T.ndl_tag[TA], CAP); /* nothing fetched: bob is at the cap */
 
-	T.auto_ack = true;
-	b_ack_all();
-	WAIT_FOR(T.ndl_tag[TA] >= N || T.wrong > 0);
-	marker(0);
-	d_ping(&T.bob);
-	for (int i = 0; i < T.ndel; i++) {
-		const struct del *r = &T.del[i];
-		if (r->tag != TA)
-			continue;
-		TT_EQ(r->conn, 1);
-		if (r->n == next)
-			next++;
-		else if (r->n < next)
-			dups++; /* an id bob already had */
-		else
-			tt_fail(__FILE__, __LINE__, "delivery %d is a-%u, "
-			    "before a-%u", i, r->n, next);
-	}
-	TT_EQ(next, N);
+	dups = ack_all_count_dups(N);
 	printf("%d envelopes: %d pushed, %d fetched after bob turned "
 	    "draining, %d duplicates, %llu ms\n", N, CAP, N - CAP, dups,
 	    (unsigned long long)(ternd_now_ms() - t0));
@@ -974,7 +989,6 @@ TT_CASE(hold__acks_before_commits_no_duplicate)
 {
 	enum { N = CAP + 100, LEFT = 63 };
 	char path[TERND_PATH + 16];
-	uint32_t next = 0;
 	int dups = 0;
 	sqlite3 *lock;
 
@@ -998,24 +1012,7 @@ TT_CASE(hold__acks_before_commits_no_duplicate)
 	TT_EQ(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 	TT_EQ(sqlite3_close(lock), SQLITE_OK);
 
-	T.auto_ack = true;
-	b_ack_all();
-	WAIT_FOR(T.ndl_tag[TA] >= N || T.wrong > 0);
-	marker(0);
-	d_ping(&T.bob);
-	for (int i = 0; i < T.ndel; i++) {
-		const struct del *r = &T.del[i];
-		if (r->tag != TA)
-			continue;
-		if (r->n == next)
-			next++;
-		else if (r->n < next)
-			dups++;
-		else
-			tt_fail(__FILE__, __LINE__, "delivery %d is a-%u, "
-			    "before a-%u", i, r->n, next);
-	}
-	TT_EQ(next, N);
+	dups = ack_all_count_dups(N);
 	printf("%d duplicates; node delivered %llu\n", dups,
 	    metric("tern_envelopes_delivered_total"));
 	TT_EQ(dups, 0);
