@@ -130,11 +130,13 @@ struct session {
 	int64_t last_seq;           /* highest seq fetched or pushed */
 	uint32_t nsubs;             /* presence subscriptions, local and
 	                               remote targets */
-	uint32_t nheld;             /* envelopes pushed to it whose write
-	                               is held back (srv->held) */
 	struct psub *subs;          /* of local users */
 	struct rwatch *rwatches;    /* of users of other domains */
 	struct session *unext;      /* in user->sessions */
+	struct req_ctx *held_first; /* envelopes pushed to it whose write is
+	                               held back, in arrival order (also in
+	                               srv->held): flushed without a scan */
+	struct req_ctx *held_last;
 	uint32_t pending;           /* store requests holding this session */
 };
 
@@ -172,6 +174,8 @@ struct req_ctx {
 	uint64_t hold_until;        /* then submitted (uv_now) */
 	struct req_ctx *hnext;      /* in srv->held */
 	struct req_ctx *hprev;
+	struct req_ctx *dnext;      /* in push_to's held list */
+	struct req_ctx *dprev;
 	struct req_ctx *pp_next;    /* hash chain in srv->pp */
 	int64_t target_user;        /* BUNDLE_GET: whose bundles */
 };
@@ -822,7 +826,7 @@ enqueue_submit(struct server *srv, struct req_ctx *c)
 {
 	struct session *to = user_device(c->rcpt, c->rcpt_device);
 
-	if (to != NULL && to->nheld > 0)
+	if (to != NULL && to->held_first != NULL)
 		hold_flush(srv, to);
 	return enqueue_write(srv, c);
 }
@@ -854,10 +858,18 @@ hold_unlink(struct server *srv, struct req_ctx *c)
 	else
 		srv->held_tail = c->hprev;
 	c->hnext = c->hprev = NULL;
+	if (c->dprev != NULL)
+		c->dprev->dnext = c->dnext;
+	else
+		c->push_to->held_first = c->dnext;
+	if (c->dnext != NULL)
+		c->dnext->dprev = c->dprev;
+	else
+		c->push_to->held_last = c->dprev;
+	c->dnext = c->dprev = NULL;
 	c->held = false;
 	srv->nheld--;
 	srv->held_bytes -= sizeof(*c) + c->payload_len;
-	c->push_to->nheld--;
 }
 
 /* hold_submit: a held envelope's time is up (or it must go now). */
@@ -884,13 +896,10 @@ hold_submit(struct server *srv, struct req_ctx *c)
 static void
 hold_flush(struct server *srv, struct session *to)
 {
-	struct req_ctx *c, *next;
+	struct req_ctx *c;
 
-	for (c = srv->held; c != NULL && to->nheld > 0; c = next) {
-		next = c->hnext;
-		if (c->push_to == to)
-			hold_submit(srv, c);
-	}
+	while ((c = to->held_first) != NULL)
+		hold_submit(srv, c);
 }
 
 static void
@@ -931,7 +940,13 @@ hold_add(struct server *srv, struct req_ctx *c)
 	srv->held_tail = c;
 	srv->nheld++;
 	srv->held_bytes += sizeof(*c) + c->payload_len;
-	c->push_to->nheld++;
+	c->dprev = c->push_to->held_last;
+	c->dnext = NULL;
+	if (c->push_to->held_last != NULL)
+		c->push_to->held_last->dnext = c;
+	else
+		c->push_to->held_first = c;
+	c->push_to->held_last = c;
 	return 0;
 }
 
@@ -1435,7 +1450,7 @@ session_login(struct session *ss, struct nuser *u, uint32_t device_id)
 	if (old != NULL) {
 		/* What was pushed to it and is held goes to the store now,
 		 * before this session's first fetch, which must find it. */
-		if (old->nheld > 0)
+		if (old->held_first != NULL)
 			hold_flush(srv, old);
 		session_error(old, 0, TERN_ECLOSED,
 		    "logged in again from elsewhere");
@@ -3151,7 +3166,7 @@ session_closed(struct net_conn *conn, int err)
 		return; /* never finished the handshake */
 	srv = ss->srv;
 	u = ss->user;
-	if (ss->nheld > 0)
+	if (ss->held_first != NULL)
 		hold_flush(srv, ss); /* pushed, maybe lost: they go to the store */
 	srv->m.connections_current--;
 	if (ss->state == SS_UNAUTH)
