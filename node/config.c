@@ -730,8 +730,15 @@ cfg_handler(void *user, const char *section, const char *name,
 	int i, j;
 
 	if (section[0] == '\0') {
-		cfg_fail(p, p->lineno, "'%s' is outside any section; put it "
-		    "under [node], [limits] or [presence]", name);
+		/* Say where it goes when the key is known (the list of
+		 * sections named here once forgot [federation]). */
+		if ((j = cfg_find(NULL, name)) >= 0)
+			cfg_fail(p, p->lineno, "'%s' is outside any section; "
+			    "put it under [%s]", name, cfg_opts[j].section);
+		else
+			cfg_fail(p, p->lineno, "'%s' is outside any section "
+			    "(the sections are [node], [limits], [presence] "
+			    "and [federation])", name);
 		return 0;
 	}
 	if (!cfg_section_known(section, strlen(section))) {

@@ -352,7 +352,13 @@ TT_CASE(config__load__key_in_wrong_section_says_where)
 	    "ternd.conf:3: 'send_rate' belongs in [limits], not [node]");
 	load_err("domain = example.org\n[node]\n",
 	    "ternd.conf:1: 'domain' is outside any section; put it under "
-	    "[node], [limits] or [presence]");
+	    "[node]");
+	load_err("inbound_rate = 5\n[node]\ndomain = example.org\n",
+	    "ternd.conf:1: 'inbound_rate' is outside any section; put it "
+	    "under [federation]");
+	load_err("speed = 5\n[node]\ndomain = example.org\n",
+	    "ternd.conf:1: 'speed' is outside any section (the sections are "
+	    "[node], [limits], [presence] and [federation])");
 	teardown();
 }
 
@@ -604,5 +610,31 @@ TT_CASE(config__file_set__replaces_one_option)
 	TT_OK(config_load("ternd.conf", &c, err, sizeof(err)));
 	TT_EQ(c.send_rate, 5);
 	TT_ERR(config_file_set("missing.conf", "send_rate", "1"), TERN_EIO);
+	teardown();
+}
+
+/* [federation] inbound_rate and inbound_burst: defaults, a value, and
+ * bad input named with its line (zero, not a number, over the range). */
+TT_CASE(config__load__federation_inbound_limit)
+{
+	struct node_config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	setup();
+	TT_OK(load_text("[node]\ndomain = example.org\n", &cfg, err));
+	TT_EQ(cfg.fed_inbound_rate, 50000);
+	TT_EQ(cfg.fed_inbound_burst, 100000);
+	TT_OK(load_text("[node]\ndomain = example.org\n[federation]\n"
+	    "inbound_rate = 200000\ninbound_burst = 400000\n", &cfg, err));
+	TT_EQ(cfg.fed_inbound_rate, 200000);
+	TT_EQ(cfg.fed_inbound_burst, 400000);
+	load_err_has("[node]\ndomain = example.org\n[federation]\n"
+	    "inbound_rate = 0\n", "ternd.conf:4");
+	load_err_has("[node]\ndomain = example.org\n[federation]\n"
+	    "inbound_rate = fast\n", "inbound_rate");
+	load_err_has("[node]\ndomain = example.org\n[federation]\n"
+	    "inbound_burst = 99999999999\n", "inbound_burst");
+	load_err_has("[node]\ndomain = example.org\n[limits]\n"
+	    "inbound_rate = 5\n", "belongs in [federation]");
 	teardown();
 }
