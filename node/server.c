@@ -649,10 +649,7 @@ ctx_env_new(size_t payload_len)
 
 	if (c == NULL)
 		return NULL;
-	memset(c, 0, offsetof(struct req_ctx, from));
-	c->from[0] = '\0';
-	memset(&c->from_device, 0, sizeof(*c) -
-	    offsetof(struct req_ctx, from_device));
+	memset(c, 0, sizeof(*c));
 	c->payload = (uint8_t *)(c + 1);
 	return c;
 }
@@ -692,6 +689,17 @@ ctx_push(struct server *srv, struct req_ctx *c, struct session *to,
 	c->push_to = to;
 	to->pending++;
 	return true;
+}
+
+/* ctx_wait_behind: c, for the live device to, is pushed at its commit,
+ * and so is every envelope for to accepted while any such waits (its
+ * fed_waiting count), so that none overtakes another. */
+static void
+ctx_wait_behind(struct req_ctx *c, struct session *to)
+{
+	to->fed_waiting++;
+	to->pending++;
+	c->wait_to = to;
 }
 
 static void
@@ -1153,9 +1161,7 @@ handle_send(struct session *ss, const struct msg *m)
 	if (to != NULL && to->live && to->fed_waiting > 0) {
 		/* An envelope from another domain waits for its commit to be
 		 * pushed: this one, accepted after it, waits too. */
-		to->fed_waiting++;
-		to->pending++;
-		c->wait_to = to;
+		ctx_wait_behind(c, to);
 	} else if (to != NULL && to->live) {
 		/* Not on srv->overloaded: a push now lets the device's ACK
 		 * withdraw the write (less for the lagging writer), whereas
@@ -2760,9 +2766,7 @@ fed_hook_deliver(void *arg, const struct msg_fed_env *e,
 		(void)ctx_push(srv, c, to, c->received_ms);
 	} else if (to != NULL && to->live) {
 		/* Pushed at its commit, in order: so are the ones after it. */
-		to->fed_waiting++;
-		to->pending++;
-		c->wait_to = to;
+		ctx_wait_behind(c, to);
 	}
 	if (to != NULL && !to->live)
 		to->dirty = true;
