@@ -73,7 +73,7 @@ static int
 chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN])
 {
 	uint8_t preamble[CHAN_PREAMBLE_LEN] = {CHAN_MAGIC0, CHAN_MAGIC1,
-	    CHAN_VERSION, c->pattern};
+	    c->version, c->pattern};
 	uint8_t prologue[64];
 	size_t plen;
 	int r;
@@ -116,6 +116,7 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 	c->role = (uint8_t)role;
 	c->kind = (uint8_t)kind;
 	c->msg_cap = msg_cap;
+	c->version = CHAN_VERSION;
 	if (role == CHAN_RESPONDER) {
 		if (rs != NULL)
 			return TERN_EINVAL;
@@ -139,6 +140,26 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 		return chan_fail(c, r);
 	c->state = CHAN_S_HANDSHAKE;
 	return 0;
+}
+
+int
+chan_test_set_version(struct chan *c, uint8_t v)
+{
+	uint8_t s_priv[NOISE_DHLEN];
+	int r;
+
+	if (c->role != CHAN_INITIATOR || c->hs == NULL ||
+	    c->hs->msg_idx != 0 || v < CHAN_VERSION_MIN || v > CHAN_VERSION)
+		return TERN_EINVAL;
+	/* The version is in the prologue: begin the handshake again. */
+	memcpy(s_priv, c->hs->s_priv, NOISE_DHLEN);
+	noise_handshake_wipe(c->hs);
+	free(c->hs);
+	c->hs = NULL;
+	c->version = v;
+	r = chan_hs_begin(c, s_priv);
+	sodium_memzero(s_priv, sizeof(s_priv));
+	return r != 0 ? chan_fail(c, r) : 0;
 }
 
 int
@@ -239,7 +260,7 @@ chan_start(struct chan *c)
 		return chan_fail(c, TERN_ENOMEM);
 	p[0] = CHAN_MAGIC0;
 	p[1] = CHAN_MAGIC1;
-	p[2] = CHAN_VERSION;
+	p[2] = c->version;
 	p[3] = c->pattern;
 	if ((r = chan_hs_write(c)) != 0)
 		return chan_fail(c, r);
@@ -254,10 +275,13 @@ chan_preamble(struct chan *c)
 	int r;
 
 	if (c->hdr[0] != CHAN_MAGIC0 || c->hdr[1] != CHAN_MAGIC1 ||
-	    c->hdr[2] != CHAN_VERSION)
+	    c->hdr[2] < CHAN_VERSION_MIN || c->hdr[2] > CHAN_VERSION)
 		return TERN_EVERSION;
 	if (c->hdr[3] != CHAN_XX && c->hdr[3] != CHAN_IK)
 		return TERN_EPATTERN;
+	/* We speak the initiator's version; it is in the prologue, so a
+	 * version changed on the way makes the handshake fail. */
+	c->version = c->hdr[2];
 	c->pattern = c->hdr[3];
 	memcpy(s_priv, c->rx.k, NOISE_DHLEN);
 	sodium_memzero(c->rx.k, sizeof(c->rx.k));
@@ -285,7 +309,7 @@ chan_hs_frame(struct chan *c, const uint8_t *f, size_t n)
 	    &plen);
 	if (r != 0)
 		return r;
-	/* Handshake payloads are empty in protocol version 1. */
+	/* Handshake payloads are empty in transport versions 1 and 2. */
 	if (plen != 0)
 		return TERN_EFIELD;
 	/* A pinned responder key is checked as soon as it is revealed, so
@@ -334,6 +358,34 @@ chan_deliver(struct chan *c, const uint8_t *frag, size_t n, bool more)
 	return r;
 }
 
+/* chan_batch: the body of a batch frame, whole messages each behind a
+ * u16 length (SPEC.md 2.5), handed over in order. */
+static int
+chan_batch(struct chan *c, const uint8_t *p, size_t n)
+{
+	size_t len;
+	int r;
+
+	if (n == 0)
+		return TERN_ETRUNC;
+	while (n > 0) {
+		if (n < 2)
+			return TERN_ETRUNC;
+		len = ((size_t)p[0] << 8) | p[1];
+		p += 2;
+		n -= 2;
+		if (len == 0 || len > n)
+			return TERN_ETRUNC;
+		if (len > c->msg_cap)
+			return TERN_ETOOBIG;
+		if ((r = c->cbs->message(c->arg, p, len)) != 0)
+			return r;
+		p += len;
+		n -= len;
+	}
+	return 0;
+}
+
 /* chan_frame: one whole frame body f of n bytes (decrypted in place). */
 static int
 chan_frame(struct chan *c, uint8_t *f, size_t n)
@@ -348,6 +400,16 @@ chan_frame(struct chan *c, uint8_t *f, size_t n)
 		return r;
 	if (plen < 1)
 		return TERN_ETRUNC;
+	if (f[0] & CHAN_FLAG_BATCH) {
+		/* Not in version 1; never with MORE, nor inside a message
+		 * that is being reassembled. */
+		if (c->version < 2 || (f[0] & CHAN_FLAG_MORE) ||
+		    c->msg != NULL)
+			return TERN_EFIELD;
+		if ((f[0] & ~CHAN_FLAG_BATCH) != 0)
+			return TERN_EFIELD;
+		return chan_batch(c, f + 1, plen - 1);
+	}
 	if ((f[0] & ~CHAN_FLAG_MORE) != 0)
 		return TERN_EFIELD;
 	return chan_deliver(c, f + 1, plen - 1, (f[0] & CHAN_FLAG_MORE) != 0);
@@ -441,6 +503,103 @@ fail:
 	return chan_fail(c, r);
 }
 
+/* chan_stage_drop: forgets the staged messages (wiped). */
+static void
+chan_stage_drop(struct chan *c)
+{
+	if (c->stage != NULL)
+		sodium_memzero(c->stage, c->stage_len);
+	c->stage_len = 0;
+}
+
+int
+chan_flush(struct chan *c)
+{
+	uint8_t *p, *pt;
+	size_t n, wlen, first;
+	int r;
+
+	if (c->stage_len == 0)
+		return 0;
+	/* With no key, encrypt would copy the plaintext: never send that. */
+	if (!c->tx.has_key) {
+		chan_stage_drop(c);
+		return TERN_ESTATE;
+	}
+	pt = c->stage;
+	n = c->stage_len;
+	first = ((size_t)c->stage[1] << 8) | c->stage[2];
+	if (3 + first == n) {
+		/* One message: a plain frame, as a version 1 peer would
+		 * send it. Its flags byte goes over its length's low byte. */
+		pt += 2;
+		n -= 2;
+		pt[0] = 0;
+	}
+	p = c->cbs->reserve(c->arg, 2 + n + NOISE_TAGLEN);
+	if (p == NULL) {
+		chan_stage_drop(c);
+		return chan_fail_tx(c, TERN_ENOMEM);
+	}
+	r = noise_cipher_encrypt(&c->tx, NULL, 0, pt, n, p + 2,
+	    n + NOISE_TAGLEN, &wlen);
+	chan_stage_drop(c);
+	if (r != 0)
+		return chan_fail_tx(c, r);
+	p[0] = (uint8_t)(wlen >> 8);
+	p[1] = (uint8_t)wlen;
+	/* A busy connection keeps a small buffer from turn to turn; a big
+	 * one goes back at once, a small one when the owner trims. */
+	if (c->stage_cap > 4096)
+		chan_trim(c);
+	return 0;
+}
+
+/* chan_stage: appends msg to the batch; 1 if it was staged, 0 if it must
+ * go out in frames of its own, or an error. */
+static int
+chan_stage(struct chan *c, const uint8_t *msg, size_t len)
+{
+	size_t need, cap;
+	uint8_t *p;
+	int r;
+
+	if (!c->batching || c->version < 2 || len == 0 ||
+	    1 + 2 + len > CHAN_BATCH_MAX)
+		return 0;
+	if (c->stage_len > 0 && c->stage_len + 2 + len > CHAN_BATCH_MAX &&
+	    (r = chan_flush(c)) != 0)
+		return r;
+	need = (c->stage_len == 0 ? 1 : c->stage_len) + 2 + len;
+	if (need > c->stage_cap) {
+		cap = c->stage_cap ? c->stage_cap : 256;
+		while (cap < need)
+			cap *= 2;
+		if (cap > CHAN_BATCH_MAX)
+			cap = CHAN_BATCH_MAX;
+		/* Not realloc: the old buffer holds plaintext to wipe. */
+		if ((p = malloc(cap)) == NULL)
+			return chan_fail_tx(c, TERN_ENOMEM);
+		if (c->stage != NULL) {
+			memcpy(p, c->stage, c->stage_len);
+			sodium_memzero(c->stage, c->stage_len);
+			free(c->stage);
+		}
+		c->stage = p;
+		c->stage_cap = (uint16_t)cap;
+	}
+	if (c->stage_len == 0) {
+		c->stage[0] = CHAN_FLAG_BATCH;
+		c->stage_len = 1;
+	}
+	p = c->stage + c->stage_len;
+	p[0] = (uint8_t)(len >> 8);
+	p[1] = (uint8_t)len;
+	memcpy(p + 2, msg, len);
+	c->stage_len = (uint16_t)(c->stage_len + 2 + len);
+	return 1;
+}
+
 int
 chan_send(struct chan *c, const uint8_t *msg, size_t len)
 {
@@ -451,6 +610,11 @@ chan_send(struct chan *c, const uint8_t *msg, size_t len)
 	if (c->state != CHAN_S_OPEN &&
 	    !(c->state == CHAN_S_FAILED && c->tx.has_key))
 		return TERN_ESTATE;
+	if ((r = chan_stage(c, msg, len)) != 0)
+		return r < 0 ? r : 0;
+	/* In frames of its own, after what is staged. */
+	if ((r = chan_flush(c)) != 0)
+		return r;
 	do {
 		n = len - off;
 		if (n > CHAN_FRAGMENT_MAX)
@@ -475,6 +639,28 @@ chan_send(struct chan *c, const uint8_t *msg, size_t len)
 }
 
 void
+chan_set_batching(struct chan *c, bool on)
+{
+	c->batching = on;
+}
+
+size_t
+chan_staged(const struct chan *c)
+{
+	return c->stage_len;
+}
+
+void
+chan_trim(struct chan *c)
+{
+	if (c->stage == NULL || c->stage_len != 0)
+		return;
+	free(c->stage);
+	c->stage = NULL;
+	c->stage_cap = 0;
+}
+
+void
 chan_wipe(struct chan *c)
 {
 	if (c->hs != NULL) {
@@ -488,6 +674,10 @@ chan_wipe(struct chan *c)
 	if (c->msg != NULL) {
 		sodium_memzero(c->msg, c->msg_len);
 		free(c->msg);
+	}
+	if (c->stage != NULL) {
+		sodium_memzero(c->stage, c->stage_len);
+		free(c->stage);
 	}
 	sodium_memzero(c, sizeof(*c));
 }

@@ -8,12 +8,16 @@
  * and fuzzers (SPEC.md, "Transport").
  *
  * Wire, in order:
- *   initiator: preamble "TN" 0x01 <pattern>   (4 bytes, pattern 1 XX, 2 IK)
+ *   initiator: preamble "TN" <version> <pattern> (4 bytes; version 2, a
+ *              responder also takes 1; pattern 1 XX, 2 IK)
  *   both:      handshake messages, each behind a u16 big-endian length
  *   both:      transport frames: u16 big-endian length, then a Noise
- *              transport message whose plaintext is <u8 flags><fragment>;
+ *              transport message whose plaintext is <u8 flags><body>;
  *              flags bit 0 (CHAN_FLAG_MORE) says the message continues in
  *              the next frame. A message is reassembled up to a cap.
+ *              Version 2: flags bit 1 (CHAN_FLAG_BATCH) says the body is
+ *              whole messages, each behind a u16 big-endian length, so
+ *              that one AEAD call carries many small messages.
  */
 #ifndef TERN_CHAN_H
 #define TERN_CHAN_H
@@ -28,12 +32,18 @@
 #define CHAN_PREAMBLE_LEN 4
 #define CHAN_MAGIC0 'T'
 #define CHAN_MAGIC1 'N'
-#define CHAN_VERSION 1
+#define CHAN_VERSION 2             /* what we send: batches allowed */
+#define CHAN_VERSION_MIN 1         /* oldest a responder takes */
 #define CHAN_HS_MAX 1024          /* cap on one handshake message */
 #define CHAN_FRAME_MAX 65535      /* cap on one transport frame (Noise) */
 #define CHAN_FRAME_MIN (NOISE_TAGLEN + 1) /* tag plus the flags byte */
 #define CHAN_FRAGMENT_MAX (CHAN_FRAME_MAX - NOISE_TAGLEN - 1)
 #define CHAN_FLAG_MORE 0x01       /* message continues in the next frame */
+#define CHAN_FLAG_BATCH 0x02      /* body: u16-length-prefixed messages */
+/* Largest plaintext (flags included) of a batch frame we build. Bigger
+ * saves little per AEAD call and costs a bigger buffer per busy
+ * connection; a message that does not fit goes out in frames of its own. */
+#define CHAN_BATCH_MAX 16384
 #define CHAN_HANDSHAKE_TIMEOUT_MS 10000 /* responder's handshake deadline */
 
 enum chan_pattern {
@@ -89,6 +99,8 @@ struct chan {
 	uint8_t role;                /* enum chan_role */
 	uint8_t pattern;             /* enum chan_pattern */
 	uint8_t kind;                /* enum chan_kind */
+	uint8_t version;             /* transport version of this connection */
+	bool batching;               /* chan_send may stage (chan_set_batching) */
 	uint8_t hdr[CHAN_PREAMBLE_LEN]; /* partial preamble or length */
 	uint8_t hdr_len;             /* bytes in hdr */
 	uint8_t *pend;               /* partial frame body (heap) or NULL */
@@ -98,6 +110,9 @@ struct chan {
 	uint32_t msg_len;            /* bytes in msg */
 	uint32_t msg_cap;            /* largest message accepted */
 	int err;                     /* first error, once failed */
+	uint16_t stage_len;          /* bytes in stage, flags byte included */
+	uint16_t stage_cap;          /* allocated */
+	uint8_t *stage;              /* batch being built (plaintext) or NULL */
 	const uint8_t *test_e;       /* fixed ephemeral (tests), borrowed */
 };
 
@@ -134,8 +149,25 @@ int chan_feed(struct chan *c, uint8_t *in, size_t len) TERN_WUR;
 
 /* chan_send: queues msg (callers keep to the peer's cap, MSG_MAX) as one
  * or more encrypted frames. Works when open, and after a receive error
- * (so one last ERROR message can go out before the close). */
+ * (so one last ERROR message can go out before the close). With batching
+ * on, a small message is staged instead, to go out with the others of
+ * this turn at chan_flush; bigger ones flush the stage first, so order
+ * holds. */
 int chan_send(struct chan *c, const uint8_t *msg, size_t len) TERN_WUR;
+
+/*
+ * chan_set_batching: lets chan_send stage small messages (off by default).
+ * Only a version 2 connection batches; the owner must call chan_flush
+ * before it writes what reserve gave it, at least once per loop turn.
+ */
+void chan_set_batching(struct chan *c, bool on);
+/* chan_flush: encrypts the staged messages as one frame (a lone message
+ * as a plain frame) into reserve's space. Errors fail the chan. */
+int chan_flush(struct chan *c) TERN_WUR;
+/* chan_staged: plaintext bytes waiting for chan_flush. */
+size_t chan_staged(const struct chan *c);
+/* chan_trim: gives back an empty stage buffer (a quiet connection). */
+void chan_trim(struct chan *c);
 
 void chan_set_msg_cap(struct chan *c, uint32_t msg_cap);
 bool chan_is_open(const struct chan *c);
@@ -144,6 +176,10 @@ const uint8_t *chan_remote_key(const struct chan *c);
 
 /* chan_wipe: wipes keys and frees buffers; the chan can be dropped. */
 void chan_wipe(struct chan *c);
+
+/* Test hook: an initiator speaks transport version v (1 or 2) instead of
+ * CHAN_VERSION, to test a responder with an older peer. Before chan_start. */
+int chan_test_set_version(struct chan *c, uint8_t v) TERN_WUR;
 
 /* Test hook: fix the ephemeral key (vectors, fuzz seeds). Not for use in
  * the node or the client. */

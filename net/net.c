@@ -23,6 +23,9 @@
  * buffer back at the next sweep (every NET_BUF_SWEEP_TICKS ticks). */
 #define NET_BUF_QUIET_MS 1000
 #define NET_BUF_SWEEP_TICKS 4
+/* Wire bytes a message may cost beyond its own: a u16 length in a batch,
+ * plus a frame's length, flags and tag. */
+#define NET_FRAME_OVERHEAD (2 + 2 + 1 + NOISE_TAGLEN)
 
 struct net_listener {
 	uv_tcp_t tcp;                   /* listening socket */
@@ -126,6 +129,7 @@ net_tick_cb(uv_timer_t *t)
 				c->out = NULL;
 				c->out_cap = 0;
 			}
+			chan_trim(&c->chan);
 		}
 	}
 	if (nl->cfg.idle_timeout_ms == 0)
@@ -215,10 +219,18 @@ net_flush(struct net_conn *c)
 {
 	struct net_wreq *w;
 	uv_buf_t b;
-	int n;
+	int n, r;
 
 	if (c->flags & NET_F_UV_CLOSED)
 		return;
+	/* The messages staged this turn become one frame, queued after
+	 * what is there (its reserve marks the connection dirty again: the
+	 * next pass over the dirty list finds nothing to do). */
+	if (chan_staged(&c->chan) > 0 && !(c->flags & NET_F_ABORT) &&
+	    (r = chan_flush(&c->chan)) != 0) {
+		net_conn_abort(c, r);
+		goto check;
+	}
 	if (c->out_len > 0 && c->inflight == 0 &&
 	    (c->flags & NET_F_CONNECTED) && !(c->flags & NET_F_ABORT)) {
 		b = uv_buf_init((char *)c->out, c->out_len);
@@ -487,6 +499,8 @@ net_accept_cb(uv_stream_t *server, int status)
 		net_conn_abort(c, r);
 		return;
 	}
+	/* The messages of one turn share frames (net_flush seals them). */
+	chan_set_batching(&c->chan, true);
 	if (uv_tcp_nodelay(&c->tcp, 1) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, net_alloc_cb,
 	    net_read_cb) != 0) {
@@ -717,8 +731,10 @@ net_connect(struct net_loop *nl, const char *host, uint16_t port,
 	 * synchronous failure below closes with no callback at all. */
 	r = chan_init(&c->chan, CHAN_INITIATOR, kind, pattern, s_priv, rs,
 	    msg_cap, &net_chan_cbs, c);
-	if (r == 0)
+	if (r == 0) {
+		chan_set_batching(&c->chan, true);
 		r = chan_start(&c->chan);
+	}
 	if (r == 0) {
 		cr->c = c;
 		if (uv_tcp_connect(&cr->req, &c->tcp, (struct sockaddr *)&ss,
@@ -739,9 +755,26 @@ net_connect(struct net_loop *nl, const char *host, uint16_t port,
 int
 net_conn_send(struct net_conn *c, const uint8_t *msg, size_t len)
 {
+	size_t queued;
+	int r;
+
 	if (c->flags & NET_F_CLOSING)
 		return TERN_ECLOSED;
-	return chan_send(&c->chan, msg, len);
+	/* The output cap, checked here for what is staged (reserve checks
+	 * the rest): a frame's framing included, so that the flush at the
+	 * end of the turn can't go over. */
+	queued = (size_t)c->out_len + c->inflight + chan_staged(&c->chan);
+	if (queued + len + NET_FRAME_OVERHEAD > c->nl->cfg.out_limit) {
+		/* The peer takes too little: the connection is done, as when
+		 * reserve refuses part of a message. */
+		net_conn_abort(c, TERN_ENOMEM);
+		return TERN_ENOMEM;
+	}
+	if ((r = chan_send(&c->chan, msg, len)) != 0)
+		return r;
+	if (chan_staged(&c->chan) > 0)
+		net_mark_dirty(c);
+	return 0;
 }
 
 bool
@@ -753,5 +786,5 @@ net_conn_is_open(const struct net_conn *c)
 uint32_t
 net_conn_queued(const struct net_conn *c)
 {
-	return c->out_len + c->inflight;
+	return c->out_len + c->inflight + (uint32_t)chan_staged(&c->chan);
 }

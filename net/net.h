@@ -135,7 +135,9 @@ int net_connect(struct net_loop *nl, const char *host, uint16_t port,
     const struct net_conn_cbs *cbs, size_t app_size,
     struct net_conn **out) TERN_WUR;
 
-/* net_conn_send: queues one message; written at the end of this turn. */
+/* net_conn_send: queues one message; written at the end of this turn,
+ * in one frame with the other small messages of the turn (version 2
+ * peers). Past the output cap the connection is aborted: TERN_ENOMEM. */
 int net_conn_send(struct net_conn *c, const uint8_t *msg, size_t len) TERN_WUR;
 /* net_conn_close: flushes what is queued, then closes. err is passed to
  * the closed callback. Safe to call more than once and from callbacks. */

@@ -18,6 +18,8 @@ struct peer {
 	int nmsgs;                /* messages received */
 	uint8_t last[80000];      /* the last message */
 	size_t last_len;          /* its length */
+	char log[8192];           /* small messages in order, '|' after each */
+	size_t log_len;           /* in log */
 	int stop_with;            /* nonzero: message cb returns it */
 };
 
@@ -50,6 +52,12 @@ peer_message(void *arg, const uint8_t *m, size_t n)
 	memcpy(p->last, m, n);
 	p->last_len = n;
 	p->nmsgs++;
+	if (n < 64 && p->log_len + n + 1 < sizeof(p->log)) {
+		memcpy(p->log + p->log_len, m, n);
+		p->log_len += n;
+		p->log[p->log_len++] = '|';
+		p->log[p->log_len] = 0;
+	}
 	return p->stop_with;
 }
 
@@ -204,13 +212,13 @@ TT_CASE(chan__handshake__kinds_do_not_mix)
 TT_CASE(chan__preamble__bad_magic_version_pattern)
 {
 	static const uint8_t bad[][4] = {
-		{'X', 'N', 1, 1}, {'T', 'N', 2, 1}, {'T', 'N', 1, 3},
-		{'T', 'N', 1, 0},
+		{'X', 'N', 1, 1}, {'T', 'N', 3, 1}, {'T', 'N', 0, 1},
+		{'T', 'N', 2, 3}, {'T', 'N', 1, 0},
 	};
 	static const int want[] = {TERN_EVERSION, TERN_EVERSION,
-	    TERN_EPATTERN, TERN_EPATTERN};
+	    TERN_EVERSION, TERN_EPATTERN, TERN_EPATTERN};
 
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 5; i++) {
 		uint8_t b[4];
 		setup(CHAN_XX, NULL);
 		memcpy(b, bad[i], 4);
@@ -242,7 +250,7 @@ TT_CASE(chan__handshake__deadline_is_callers_but_garbage_fails)
 	setup(CHAN_XX, NULL);
 	/* A well-formed preamble then 100 random bytes as message 1: XX
 	 * message 1 is a cleartext ephemeral plus payload, so it parses;
-	 * the payload is not empty, which version 1 forbids. */
+	 * the payload is not empty, which versions 1 and 2 forbid. */
 	uint8_t pre[4] = {'T', 'N', 1, CHAN_XX};
 	TT_OK(chan_feed(&res->c, pre, 4));
 	randombytes_buf(b + 2, 100);
@@ -350,7 +358,7 @@ TT_CASE(chan__transport__short_frame_and_unknown_flags)
 	handshake(0);
 	uint8_t f[2 + 1 + 3 + NOISE_TAGLEN];
 	size_t n;
-	uint8_t plain[4] = {0x02, 'a', 'b', 'c'};
+	uint8_t plain[4] = {0x04, 'a', 'b', 'c'};
 	tx = ini->c.tx;
 	TT_OK(noise_cipher_encrypt(&tx, NULL, 0, plain, 4, f + 2,
 	    sizeof(f) - 2, &n));
@@ -393,4 +401,244 @@ TT_CASE(chan__init__bad_arguments)
 	TT_ERR(chan_init(&c, CHAN_RESPONDER, CHAN_KIND_CLIENT, 0, k, k, 10,
 	    &peer_cbs, NULL), TERN_EINVAL);
 	chan_wipe(&c);
+}
+
+/* --- batches (transport version 2) ------------------------------------ */
+
+/* forge: a frame with plaintext plain, sealed with the initiator's own
+ * sending cipher, fed to the responder. Returns chan_feed's result. */
+static int
+forge(const uint8_t *plain, size_t n)
+{
+	static uint8_t f[2 + 70000];
+	size_t wlen;
+
+	TT_OK(noise_cipher_encrypt(&ini->c.tx, NULL, 0, plain, n, f + 2,
+	    sizeof(f) - 2, &wlen));
+	f[0] = (uint8_t)(wlen >> 8);
+	f[1] = (uint8_t)wlen;
+	return chan_feed(&res->c, f, 2 + wlen);
+}
+
+TT_CASE(chan__batch__messages_of_a_turn_share_one_frame)
+{
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	TT_EQ(ini->c.version, CHAN_VERSION);
+	TT_EQ(res->c.version, CHAN_VERSION);
+	chan_set_batching(&ini->c, true);
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"one", 3));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"two", 3));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"three", 5));
+	/* Nothing on the wire until the flush. */
+	TT_EQ(ini->out_len, 0);
+	TT_EQ(chan_staged(&ini->c), 1 + 5 + 5 + 7);
+	TT_OK(chan_flush(&ini->c));
+	TT_EQ(chan_staged(&ini->c), 0);
+	/* One frame: length, flags, three length-prefixed messages, tag. */
+	TT_EQ(ini->out_len, 2 + 1 + (2 + 3) + (2 + 3) + (2 + 5) +
+	    NOISE_TAGLEN);
+	TT_EQ(((size_t)ini->out[0] << 8 | ini->out[1]), ini->out_len - 2);
+	TT_OK(pump(ini, res, 7));
+	TT_EQ(res->nmsgs, 3);
+	TT_STREQ(res->log, "one|two|three|");
+	/* A flush with nothing staged queues nothing. */
+	TT_OK(chan_flush(&ini->c));
+	TT_EQ(ini->out_len, 0);
+	teardown();
+}
+
+TT_CASE(chan__batch__lone_message_is_a_plain_frame)
+{
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	chan_set_batching(&ini->c, true);
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"solo", 4));
+	TT_OK(chan_flush(&ini->c));
+	TT_EQ(ini->out_len, 2 + 1 + 4 + NOISE_TAGLEN);
+	/* The responder reads it as version 1 would: flags 0. */
+	struct noise_cipher rx = res->c.rx;
+	uint8_t plain[32];
+	size_t n;
+	TT_OK(noise_cipher_decrypt(&rx, NULL, 0, ini->out + 2,
+	    ini->out_len - 2, plain, sizeof(plain), &n));
+	noise_cipher_wipe(&rx);
+	TT_EQ(n, 5);
+	TT_EQ(plain[0], 0);
+	TT_MEMEQ(plain + 1, "solo", 4);
+	TT_OK(pump(ini, res, 0));
+	TT_STREQ(res->log, "solo|");
+	teardown();
+}
+
+TT_CASE(chan__batch__big_message_goes_after_the_stage_in_order)
+{
+	static uint8_t big[20000];
+
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	chan_set_msg_cap(&res->c, sizeof(big));
+	chan_set_batching(&ini->c, true);
+	memset(big, 'x', sizeof(big));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"a", 1));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"b", 1));
+	/* Too big for a batch: the stage is flushed, then the big one. */
+	TT_OK(chan_send(&ini->c, big, sizeof(big)));
+	TT_EQ(chan_staged(&ini->c), 0);
+	TT_EQ(ini->out_len, (2 + 1 + 3 + 3 + NOISE_TAGLEN) +
+	    (2 + 1 + sizeof(big) + NOISE_TAGLEN));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"c", 1));
+	TT_OK(chan_flush(&ini->c));
+	TT_OK(pump(ini, res, 333));
+	TT_EQ(res->nmsgs, 4);
+	TT_STREQ(res->log, "a|b|c|");
+	TT_EQ(res->last_len, 1);
+	teardown();
+}
+
+TT_CASE(chan__batch__full_stage_starts_a_new_frame)
+{
+	uint8_t m[1000];
+	size_t off = 0, frames = 0, len;
+
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	chan_set_batching(&ini->c, true);
+	for (int i = 0; i < 40; i++) {
+		memset(m, 'a' + i % 26, sizeof(m));
+		TT_OK(chan_send(&ini->c, m, sizeof(m)));
+		TT_ASSERT(chan_staged(&ini->c) <= CHAN_BATCH_MAX);
+	}
+	TT_OK(chan_flush(&ini->c));
+	/* 40 messages of 1,002 bytes staged: 16 to a frame of at most
+	 * CHAN_BATCH_MAX plaintext, so three frames. */
+	while (off < ini->out_len) {
+		len = (size_t)ini->out[off] << 8 | ini->out[off + 1];
+		TT_ASSERT(len <= CHAN_BATCH_MAX + NOISE_TAGLEN);
+		off += 2 + len;
+		frames++;
+	}
+	TT_EQ(off, ini->out_len);
+	TT_EQ(frames, 3);
+	TT_OK(pump(ini, res, 4000));
+	TT_EQ(res->nmsgs, 40);
+	TT_EQ(res->last[0], 'a' + 39 % 26);
+	teardown();
+}
+
+TT_CASE(chan__batch__version_1_peer_gets_plain_frames)
+{
+	setup(CHAN_XX, NULL);
+	TT_OK(chan_test_set_version(&ini->c, 1));
+	handshake(0);
+	TT_EQ(res->c.version, 1);
+	TT_EQ(ini->c.version, 1);
+	chan_set_batching(&ini->c, true);
+	chan_set_batching(&res->c, true);
+	/* Neither side stages: each message is a frame at once. */
+	TT_OK(chan_send(&res->c, (const uint8_t *)"r1", 2));
+	TT_OK(chan_send(&res->c, (const uint8_t *)"r2", 2));
+	TT_EQ(chan_staged(&res->c), 0);
+	TT_EQ(res->out_len, 2 * (2 + 1 + 2 + NOISE_TAGLEN));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"i1", 2));
+	TT_EQ(chan_staged(&ini->c), 0);
+	TT_OK(pump(res, ini, 0));
+	TT_OK(pump(ini, res, 0));
+	TT_STREQ(ini->log, "r1|r2|");
+	TT_STREQ(res->log, "i1|");
+	/* A batch frame is not version 1: refused. */
+	uint8_t plain[] = {CHAN_FLAG_BATCH, 0, 1, 'x'};
+	TT_ERR(forge(plain, sizeof(plain)), TERN_EFIELD);
+	TT_EQ(res->nmsgs, 1);
+	teardown();
+
+	/* The hook's bounds. */
+	setup(CHAN_XX, NULL);
+	TT_ERR(chan_test_set_version(&ini->c, 0), TERN_EINVAL);
+	TT_ERR(chan_test_set_version(&ini->c, CHAN_VERSION + 1), TERN_EINVAL);
+	TT_ERR(chan_test_set_version(&res->c, 1), TERN_EINVAL);
+	teardown();
+}
+
+TT_CASE(chan__batch__malformed_batches_rejected)
+{
+	static const struct {
+		uint8_t plain[12];
+		size_t n;
+		int want;
+	} bad[] = {
+		{{CHAN_FLAG_BATCH}, 1, TERN_ETRUNC},              /* empty */
+		{{CHAN_FLAG_BATCH, 0, 0}, 3, TERN_ETRUNC},        /* length 0 */
+		{{CHAN_FLAG_BATCH, 0, 5, 'a', 'b'}, 5, TERN_ETRUNC}, /* short */
+		{{CHAN_FLAG_BATCH, 0, 1, 'a', 0}, 5, TERN_ETRUNC}, /* 1 byte left */
+		{{CHAN_FLAG_BATCH | CHAN_FLAG_MORE, 0, 1, 'a'}, 4, TERN_EFIELD},
+		{{CHAN_FLAG_BATCH | 0x04, 0, 1, 'a'}, 4, TERN_EFIELD},
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setup(CHAN_XX, NULL);
+		handshake(0);
+		TT_ERR(forge(bad[i].plain, bad[i].n), bad[i].want);
+		teardown();
+	}
+
+	/* A well-formed batch of one, then one whose second message is
+	 * over the cap (4096): the first is handed over, then ETOOBIG. */
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	uint8_t ok[] = {CHAN_FLAG_BATCH, 0, 2, 'o', 'k'};
+	TT_OK(forge(ok, sizeof(ok)));
+	TT_STREQ(res->log, "ok|");
+	static uint8_t over[1 + 2 + 1 + 2 + 4097];
+	over[0] = CHAN_FLAG_BATCH;
+	over[2] = 1;
+	over[3] = 'y';
+	over[4] = 4097 >> 8;
+	over[5] = 4097 & 0xff;
+	TT_ERR(forge(over, sizeof(over)), TERN_ETOOBIG);
+	TT_STREQ(res->log, "ok|y|");
+	teardown();
+
+	/* A batch inside a message being reassembled. */
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	uint8_t part[] = {CHAN_FLAG_MORE, 'p'};
+	TT_OK(forge(part, sizeof(part)));
+	TT_ERR(forge(ok, sizeof(ok)), TERN_EFIELD);
+	TT_EQ(res->nmsgs, 0);
+	teardown();
+}
+
+TT_CASE(chan__batch__callback_result_stops_mid_batch)
+{
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	chan_set_batching(&ini->c, true);
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"a", 1));
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"b", 1));
+	TT_OK(chan_flush(&ini->c));
+	res->stop_with = TERN_ECLOSED;
+	TT_ERR(pump(ini, res, 0), TERN_ECLOSED);
+	TT_EQ(res->nmsgs, 1);
+	teardown();
+}
+
+TT_CASE(chan__batch__last_error_goes_out_after_a_receive_error)
+{
+	uint8_t junk[2 + 20] = {0, 20};
+
+	setup(CHAN_XX, NULL);
+	handshake(0);
+	chan_set_batching(&res->c, true);
+	TT_OK(chan_send(&res->c, (const uint8_t *)"before", 6));
+	TT_ERR(chan_feed(&res->c, junk, sizeof(junk)), TERN_EDECRYPT);
+	TT_OK(chan_send(&res->c, (const uint8_t *)"bye", 3));
+	TT_OK(chan_flush(&res->c));
+	TT_OK(pump(res, ini, 0));
+	TT_STREQ(ini->log, "before|bye|");
+	/* An empty stage buffer is given back on trim, a full one kept. */
+	TT_ASSERT(res->c.stage != NULL);
+	chan_trim(&res->c);
+	TT_ASSERT(res->c.stage == NULL);
+	teardown();
 }

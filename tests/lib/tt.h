@@ -82,6 +82,14 @@ void tt_fail(const char *file, int line, const char *fmt, ...)
 			    #a, #b);                                       \
 	} while (0)
 
+#define TT_STREQ(a, b)                                                     \
+	do {                                                               \
+		const char *tt_sa_ = (a), *tt_sb_ = (b);                   \
+		if (strcmp(tt_sa_, tt_sb_) != 0)                           \
+			tt_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", \
+			    #a, #b, tt_sa_, tt_sb_);                       \
+	} while (0)
+
 /* Hex helpers for vectors: returns bytes written or -1. */
 long tt_unhex(const char *hex, size_t hexlen, uint8_t *out, size_t cap);
 /* Reads a whole file into a malloc'd NUL-terminated buffer; NULL on error. */

@@ -294,3 +294,50 @@ TT_CASE(net__close__loop_close_with_live_connections)
 	TT_EQ(T.cli.closed, 1);
 	TT_EQ(T.srv.close_err, TERN_ECLOSED);
 }
+
+/* The client stages more in one turn than the output cap allows: the
+ * send that would pass the cap fails, the connection is aborted (nothing
+ * of a half-queued turn goes out) and the owner hears ENOMEM. */
+static int cap_sent, cap_err;
+
+static void
+cap_open(struct net_conn *c)
+{
+	uint8_t m[100];
+	int r = 0;
+
+	T.cli.opened++;
+	memset(m, 7, sizeof(m));
+	while (cap_sent < 1000 && (r = net_conn_send(c, m, sizeof(m))) == 0)
+		cap_sent++;
+	cap_err = r;
+	/* Closed already: later sends are refused too. */
+	TT_ERR(net_conn_send(c, m, sizeof(m)), TERN_ECLOSED);
+}
+
+static const struct net_conn_cbs cap_cbs = {
+	.open = cap_open,
+	.message = cli_message,
+	.closed = cli_closed,
+};
+
+TT_CASE(net__send__over_output_cap_aborts)
+{
+	struct net_config cfg = {.out_limit = 8192};
+	struct net_conn *c;
+
+	net_test_setup(&cfg);
+	cap_sent = cap_err = 0;
+	TT_OK(net_connect(&T.nl, "127.0.0.1", listen_any(), CHAN_KIND_CLIENT,
+	    CHAN_XX, T.cs, NULL, 4096, &cap_cbs, 0, &c));
+	tt_uv_close(&T.loop);
+	TT_ERR(cap_err, TERN_ENOMEM);
+	/* 100-byte messages, 102 bytes each staged, under a cap of 8192
+	 * that keeps a frame's overhead free: at most 80 fit (fewer if the
+	 * last handshake message still waits in the output). */
+	TT_ASSERT(cap_sent >= 70 && cap_sent <= (8192 - 1 - 100 - 21) / 102 + 1);
+	TT_EQ(T.cli.closed, 1);
+	TT_EQ(T.cli.close_err, TERN_ENOMEM);
+	TT_EQ(T.srv.closed, 1);
+	TT_EQ(T.srv.msgs, 0);
+}

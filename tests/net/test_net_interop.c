@@ -30,6 +30,7 @@ struct interop {
 	int closed;               /* closed callbacks */
 	int close_err;            /* their error */
 	char me, peer;            /* 'I' or 'R' */
+	int version;              /* the connection's transport version */
 };
 
 static struct interop T;
@@ -52,6 +53,7 @@ interop_open(struct net_conn *c)
 	static uint8_t m[70000];
 
 	TT_MEMEQ(chan_remote_key(&c->chan), T.ppub, 32);
+	T.version = c->chan.version;
 	chan_set_msg_cap(&c->chan, 80000);
 	for (int i = 0; i < INTEROP_COUNT; i++) {
 		size_t n = interop_message(i, T.me, m);
@@ -95,7 +97,8 @@ hex(const uint8_t *b, size_t n, char *out)
 
 /* Starts the python peer; for a responder, reads the port it prints. */
 static uint16_t
-interop_spawn(const char *role, uint16_t port, const char *pattern)
+interop_spawn(const char *role, uint16_t port, const char *pattern,
+    const char *version)
 {
 	char s_hex[65], rs_hex[65], port_s[16], count[16], line[64];
 	char script[512];
@@ -111,7 +114,8 @@ interop_spawn(const char *role, uint16_t port, const char *pattern)
 	snprintf(port_s, sizeof(port_s), "%u", port);
 	snprintf(count, sizeof(count), "%d", INTEROP_COUNT);
 	char *argv[] = {INTEROP_PYTHON, script, (char *)role, "127.0.0.1",
-	    port_s, (char *)pattern, s_hex, rs_hex, count, NULL};
+	    port_s, (char *)pattern, s_hex, rs_hex, count, (char *)version,
+	    NULL};
 	TT_OK(pipe(pfd));
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
@@ -169,7 +173,7 @@ interop_tern_initiator(enum chan_pattern pat, const char *name)
 	uint16_t port;
 
 	interop_setup('I');
-	port = interop_spawn("responder", 0, "-");
+	port = interop_spawn("responder", 0, "-", "2");
 	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, pat,
 	    T.s, T.ppub, 4096, &interop_cbs, 0, &c));
 	tt_uv_close(&T.loop);
@@ -177,25 +181,31 @@ interop_tern_initiator(enum chan_pattern pat, const char *name)
 	TT_EQ(T.sent, INTEROP_COUNT);
 	TT_EQ(T.received, INTEROP_COUNT);
 	TT_EQ(T.closed, 1);
+	TT_EQ(T.version, CHAN_VERSION);
 	printf("interop %s, tern initiator: %d messages each way\n", name,
 	    INTEROP_COUNT);
 }
 
+/* The python initiator speaks transport version (1 or 2); as responder
+ * tern follows it: batch frames only with 2 (noise_peer.py checks). */
 static void
-interop_tern_responder(const char *pattern)
+interop_tern_responder(const char *pattern, int version)
 {
 	struct net_listener *l;
+	char v[8];
 
 	interop_setup('R');
 	TT_OK(net_listen(&T.nl, "127.0.0.1", 0, CHAN_KIND_CLIENT, T.s, 4096,
 	    &interop_cbs, 0, NULL, &l));
-	interop_spawn("initiator", net_listener_port(l), pattern);
+	snprintf(v, sizeof(v), "%d", version);
+	interop_spawn("initiator", net_listener_port(l), pattern, v);
 	tt_uv_close(&T.loop);
 	interop_wait();
 	TT_EQ(T.sent, INTEROP_COUNT);
 	TT_EQ(T.received, INTEROP_COUNT);
-	printf("interop %s, tern responder: %d messages each way\n", pattern,
-	    INTEROP_COUNT);
+	TT_EQ(T.version, version);
+	printf("interop %s, tern responder, version %d: %d messages each way\n",
+	    pattern, version, INTEROP_COUNT);
 }
 
 TT_CASE(interop__xx__tern_initiator)
@@ -205,7 +215,7 @@ TT_CASE(interop__xx__tern_initiator)
 
 TT_CASE(interop__xx__tern_responder)
 {
-	interop_tern_responder("XX");
+	interop_tern_responder("XX", CHAN_VERSION);
 }
 
 TT_CASE(interop__ik__tern_initiator)
@@ -215,5 +225,15 @@ TT_CASE(interop__ik__tern_initiator)
 
 TT_CASE(interop__ik__tern_responder)
 {
-	interop_tern_responder("IK");
+	interop_tern_responder("IK", CHAN_VERSION);
+}
+
+TT_CASE(interop__xx__tern_responder_version_1_peer)
+{
+	interop_tern_responder("XX", 1);
+}
+
+TT_CASE(interop__ik__tern_responder_version_1_peer)
+{
+	interop_tern_responder("IK", 1);
 }
