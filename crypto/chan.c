@@ -68,9 +68,10 @@ chan_fail_tx(struct chan *c, int err)
 }
 
 /* chan_hs_begin: allocates the handshake for the pattern now known and
- * sets the keys its pre-messages need. */
+ * sets the keys its pre-messages need; s_pub NULL: computed from s_priv. */
 static int
-chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN])
+chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN],
+    const uint8_t *s_pub)
 {
 	uint8_t preamble[CHAN_PREAMBLE_LEN] = {CHAN_MAGIC0, CHAN_MAGIC1,
 	    c->version, c->pattern};
@@ -88,7 +89,10 @@ chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN])
 	    c->role == CHAN_INITIATOR, prologue, plen);
 	if (r != 0)
 		return r;
-	if ((r = noise_handshake_set_static(c->hs, s_priv)) != 0)
+	r = s_pub != NULL ?
+	    noise_handshake_set_static_pair(c->hs, s_priv, s_pub) :
+	    noise_handshake_set_static(c->hs, s_priv);
+	if (r != 0)
 		return r;
 	if (c->role == CHAN_INITIATOR && c->pattern == CHAN_IK &&
 	    (r = noise_handshake_set_remote_static(c->hs, c->expect_rs)) != 0)
@@ -136,9 +140,22 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 		memcpy(c->expect_rs, rs, NOISE_DHLEN);
 		c->has_expect = true;
 	}
-	if ((r = chan_hs_begin(c, s_priv)) != 0)
+	if ((r = chan_hs_begin(c, s_priv, NULL)) != 0)
 		return chan_fail(c, r);
 	c->state = CHAN_S_HANDSHAKE;
+	return 0;
+}
+
+int
+chan_set_static_pub(struct chan *c, const uint8_t pub[NOISE_DHLEN])
+{
+	if (c->role != CHAN_RESPONDER || c->state != CHAN_S_PREAMBLE ||
+	    c->hdr_len != 0)
+		return TERN_ESTATE;
+	/* Like the private key, it waits in a key slot not used before the
+	 * handshake ends (tx's), and is wiped there once it is copied. */
+	memcpy(c->tx.k, pub, NOISE_DHLEN);
+	c->has_s_pub = true;
 	return 0;
 }
 
@@ -157,7 +174,7 @@ chan_test_set_version(struct chan *c, uint8_t v)
 	free(c->hs);
 	c->hs = NULL;
 	c->version = v;
-	r = chan_hs_begin(c, s_priv);
+	r = chan_hs_begin(c, s_priv, NULL);
 	sodium_memzero(s_priv, sizeof(s_priv));
 	return r != 0 ? chan_fail(c, r) : 0;
 }
@@ -285,8 +302,10 @@ chan_preamble(struct chan *c)
 	c->pattern = c->hdr[3];
 	memcpy(s_priv, c->rx.k, NOISE_DHLEN);
 	sodium_memzero(c->rx.k, sizeof(c->rx.k));
-	r = chan_hs_begin(c, s_priv);
+	r = chan_hs_begin(c, s_priv, c->has_s_pub ? c->tx.k : NULL);
 	sodium_memzero(s_priv, sizeof(s_priv));
+	sodium_memzero(c->tx.k, sizeof(c->tx.k));
+	c->has_s_pub = false;
 	if (r != 0)
 		return r;
 	c->state = CHAN_S_HANDSHAKE;

@@ -101,6 +101,7 @@ struct chan {
 	uint8_t kind;                /* enum chan_kind */
 	uint8_t version;             /* transport version of this connection */
 	bool batching;               /* chan_send may stage (chan_set_batching) */
+	bool has_s_pub;              /* responder: our public key is in tx.k */
 	uint8_t hdr[CHAN_PREAMBLE_LEN]; /* partial preamble or length */
 	uint8_t hdr_len;             /* bytes in hdr */
 	uint8_t *pend;               /* partial frame body (heap) or NULL */
@@ -168,6 +169,11 @@ int chan_flush(struct chan *c) TERN_WUR;
 size_t chan_staged(const struct chan *c);
 /* chan_trim: gives back an empty stage buffer (a quiet connection). */
 void chan_trim(struct chan *c);
+
+/* chan_set_static_pub: a responder's own static public key, given so that
+ * each handshake skips computing it (an X25519 operation). Between
+ * chan_init and the first chan_feed; pub must match the private key. */
+int chan_set_static_pub(struct chan *c, const uint8_t pub[NOISE_DHLEN]) TERN_WUR;
 
 void chan_set_msg_cap(struct chan *c, uint32_t msg_cap);
 bool chan_is_open(const struct chan *c);

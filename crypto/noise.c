@@ -690,6 +690,20 @@ noise_settable(const struct noise_handshake *hs)
 }
 
 int
+noise_handshake_set_static_pair(struct noise_handshake *hs,
+    const uint8_t priv[NOISE_DHLEN], const uint8_t pub[NOISE_DHLEN])
+{
+	int r;
+
+	if ((r = noise_settable(hs)) != 0)
+		return noise_fail(hs, r);
+	memcpy(hs->s_priv, priv, NOISE_DHLEN);
+	memcpy(hs->s_pub, pub, NOISE_DHLEN);
+	hs->has_s = true;
+	return 0;
+}
+
+int
 noise_handshake_set_static(struct noise_handshake *hs,
     const uint8_t priv[NOISE_DHLEN])
 {

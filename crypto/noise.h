@@ -127,6 +127,12 @@ int noise_handshake_init(struct noise_handshake *hs, const char *protocol_name,
 /* Sets the local static key pair from its private key. */
 int noise_handshake_set_static(struct noise_handshake *hs,
     const uint8_t priv[NOISE_DHLEN]) TERN_WUR;
+/* noise_handshake_set_static_pair: the same with the public key given, for
+ * a key that serves many handshakes (a node's): computing it is an X25519
+ * operation, a fifth of a responder's XX handshake. pub must be priv's; a
+ * wrong one only makes the handshake fail. */
+int noise_handshake_set_static_pair(struct noise_handshake *hs,
+    const uint8_t priv[NOISE_DHLEN], const uint8_t pub[NOISE_DHLEN]) TERN_WUR;
 /* Sets the remote static public key (pre-message or known responder). */
 int noise_handshake_set_remote_static(struct noise_handshake *hs,
     const uint8_t pub[NOISE_DHLEN]) TERN_WUR;

@@ -32,6 +32,7 @@ struct net_listener {
 	struct net_loop *nl;            /* shared state */
 	const struct net_conn_cbs *cbs; /* given to each connection */
 	uint8_t s_priv[NOISE_DHLEN];    /* our static key (wiped at close) */
+	uint8_t s_pub[NOISE_DHLEN];     /* its public key, computed once */
 	enum chan_kind kind;            /* client or federation */
 	uint32_t msg_cap;               /* first message cap */
 	size_t app_size;                /* owner data per connection */
@@ -501,6 +502,10 @@ net_accept_cb(uv_stream_t *server, int status)
 	}
 	/* The messages of one turn share frames (net_flush seals them). */
 	chan_set_batching(&c->chan, true);
+	if ((r = chan_set_static_pub(&c->chan, l->s_pub)) != 0) {
+		net_conn_abort(c, r);
+		return;
+	}
 	if (uv_tcp_nodelay(&c->tcp, 1) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, net_alloc_cb,
 	    net_read_cb) != 0) {
@@ -633,6 +638,10 @@ net_listen(struct net_loop *nl, const char *host, uint16_t port,
 		return r;
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		return TERN_ENOMEM;
+	if ((r = noise_public_key(s_priv, l->s_pub)) != 0) {
+		free(l);
+		return r;
+	}
 	l->nl = nl;
 	l->cbs = cbs;
 	l->kind = kind;

@@ -642,3 +642,35 @@ TT_CASE(chan__batch__last_error_goes_out_after_a_receive_error)
 	TT_ASSERT(res->c.stage == NULL);
 	teardown();
 }
+
+TT_CASE(chan__handshake__responder_given_its_public_key)
+{
+	uint8_t wrong[32];
+
+	/* The right key: the same handshake, one X25519 fewer. */
+	setup(CHAN_XX, NULL);
+	TT_OK(chan_set_static_pub(&res->c, res_pub));
+	handshake(1);
+	TT_OK(chan_send(&ini->c, (const uint8_t *)"hi", 2));
+	TT_OK(pump(ini, res, 0));
+	TT_STREQ(res->log, "hi|");
+	teardown();
+
+	/* A wrong one: the initiator can't read message 2. */
+	setup(CHAN_XX, NULL);
+	memcpy(wrong, res_pub, 32);
+	wrong[5] ^= 1;
+	TT_OK(chan_set_static_pub(&res->c, wrong));
+	TT_OK(chan_start(&ini->c));
+	TT_OK(pump(ini, res, 0));
+	TT_ERR(pump(res, ini, 0), TERN_EDECRYPT);
+	teardown();
+
+	/* Only a responder, and only before its first bytes. */
+	setup(CHAN_IK, NULL);
+	TT_ERR(chan_set_static_pub(&ini->c, ini_pub), TERN_ESTATE);
+	TT_OK(chan_start(&ini->c));
+	TT_OK(pump(ini, res, 0));
+	TT_ERR(chan_set_static_pub(&res->c, res_pub), TERN_ESTATE);
+	teardown();
+}
