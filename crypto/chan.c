@@ -42,6 +42,32 @@ chan_prologue(enum chan_kind kind, const uint8_t preamble[CHAN_PREAMBLE_LEN],
 	return n + CHAN_PREAMBLE_LEN;
 }
 
+/* What only the handshake needs, in one allocation with it and freed
+ * when it ends, so that an open channel does not carry it. The handshake
+ * comes first: c->hs points at it, and so at the whole. */
+struct chan_hs {
+	struct noise_handshake hs;        /* the Noise handshake */
+	uint8_t expect_rs[NOISE_DHLEN];   /* key the peer must have, if set */
+	bool has_expect;                  /* expect_rs is set */
+};
+
+static struct chan_hs *
+chan_hsx(const struct chan *c)
+{
+	return (struct chan_hs *)c->hs;
+}
+
+static void
+chan_hs_free(struct chan *c)
+{
+	if (c->hs == NULL)
+		return;
+	noise_handshake_wipe(c->hs);
+	sodium_memzero(chan_hsx(c), sizeof(struct chan_hs));
+	free(chan_hsx(c));
+	c->hs = NULL;
+}
+
 static int
 chan_fail(struct chan *c, int err)
 {
@@ -49,11 +75,7 @@ chan_fail(struct chan *c, int err)
 		c->state = CHAN_S_FAILED;
 		c->err = err;
 	}
-	if (c->hs != NULL) {
-		noise_handshake_wipe(c->hs);
-		free(c->hs);
-		c->hs = NULL;
-	}
+	chan_hs_free(c);
 	/* tx stays usable (unless it was the cause) so that the owner can
 	 * send one last ERROR message before it closes; chan_wipe wipes it. */
 	noise_cipher_wipe(&c->rx);
@@ -68,11 +90,13 @@ chan_fail_tx(struct chan *c, int err)
 }
 
 /* chan_hs_begin: allocates the handshake for the pattern now known and
- * sets the keys its pre-messages need; s_pub NULL: computed from s_priv. */
+ * sets the keys its pre-messages need; s_pub NULL: computed from s_priv;
+ * expect (or NULL): the key the responder must have. */
 static int
 chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN],
-    const uint8_t *s_pub)
+    const uint8_t *s_pub, const uint8_t *expect)
 {
+	struct chan_hs *ch;
 	uint8_t preamble[CHAN_PREAMBLE_LEN] = {CHAN_MAGIC0, CHAN_MAGIC1,
 	    c->version, c->pattern};
 	uint8_t prologue[64];
@@ -82,9 +106,13 @@ chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN],
 	plen = chan_prologue(c->kind, preamble, prologue, sizeof(prologue));
 	if (plen == 0)
 		return TERN_EINVAL;
-	c->hs = malloc(sizeof(*c->hs));
-	if (c->hs == NULL)
+	if ((ch = calloc(1, sizeof(*ch))) == NULL)
 		return TERN_ENOMEM;
+	c->hs = &ch->hs;
+	if (expect != NULL) {
+		memcpy(ch->expect_rs, expect, NOISE_DHLEN);
+		ch->has_expect = true;
+	}
 	r = noise_handshake_init(c->hs, chan_protocols[c->pattern],
 	    c->role == CHAN_INITIATOR, prologue, plen);
 	if (r != 0)
@@ -95,7 +123,7 @@ chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN],
 	if (r != 0)
 		return r;
 	if (c->role == CHAN_INITIATOR && c->pattern == CHAN_IK &&
-	    (r = noise_handshake_set_remote_static(c->hs, c->expect_rs)) != 0)
+	    (r = noise_handshake_set_remote_static(c->hs, ch->expect_rs)) != 0)
 		return r;
 	if (c->test_e != NULL &&
 	    (r = noise_handshake_set_ephemeral(c->hs, c->test_e)) != 0)
@@ -136,11 +164,7 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 	    (pattern == CHAN_IK && rs == NULL))
 		return TERN_EINVAL;
 	c->pattern = (uint8_t)pattern;
-	if (rs != NULL) {
-		memcpy(c->expect_rs, rs, NOISE_DHLEN);
-		c->has_expect = true;
-	}
-	if ((r = chan_hs_begin(c, s_priv, NULL)) != 0)
+	if ((r = chan_hs_begin(c, s_priv, NULL, rs)) != 0)
 		return chan_fail(c, r);
 	c->state = CHAN_S_HANDSHAKE;
 	return 0;
@@ -162,7 +186,8 @@ chan_set_static_pub(struct chan *c, const uint8_t pub[NOISE_DHLEN])
 int
 chan_test_set_version(struct chan *c, uint8_t v)
 {
-	uint8_t s_priv[NOISE_DHLEN];
+	uint8_t s_priv[NOISE_DHLEN], expect[NOISE_DHLEN];
+	bool has_expect;
 	int r;
 
 	if (c->role != CHAN_INITIATOR || c->hs == NULL ||
@@ -170,11 +195,11 @@ chan_test_set_version(struct chan *c, uint8_t v)
 		return TERN_EINVAL;
 	/* The version is in the prologue: begin the handshake again. */
 	memcpy(s_priv, c->hs->s_priv, NOISE_DHLEN);
-	noise_handshake_wipe(c->hs);
-	free(c->hs);
-	c->hs = NULL;
+	memcpy(expect, chan_hsx(c)->expect_rs, NOISE_DHLEN);
+	has_expect = chan_hsx(c)->has_expect;
+	chan_hs_free(c);
 	c->version = v;
-	r = chan_hs_begin(c, s_priv, NULL);
+	r = chan_hs_begin(c, s_priv, NULL, has_expect ? expect : NULL);
 	sodium_memzero(s_priv, sizeof(s_priv));
 	return r != 0 ? chan_fail(c, r) : 0;
 }
@@ -241,8 +266,8 @@ chan_hs_finish(struct chan *c)
 	if (rs == NULL)
 		return TERN_EKEY;
 	memcpy(c->rs, rs, NOISE_DHLEN);
-	if (c->has_expect && sodium_memcmp(c->rs, c->expect_rs,
-	    NOISE_DHLEN) != 0)
+	if (chan_hsx(c)->has_expect && sodium_memcmp(c->rs,
+	    chan_hsx(c)->expect_rs, NOISE_DHLEN) != 0)
 		return TERN_EAUTH;
 	if ((r = noise_handshake_split(c->hs, &i2r, &r2i)) != 0)
 		return r;
@@ -255,9 +280,7 @@ chan_hs_finish(struct chan *c)
 	}
 	sodium_memzero(&i2r, sizeof(i2r));
 	sodium_memzero(&r2i, sizeof(r2i));
-	noise_handshake_wipe(c->hs);
-	free(c->hs);
-	c->hs = NULL;
+	chan_hs_free(c);
 	c->state = CHAN_S_OPEN;
 	if (c->cbs->open != NULL)
 		return c->cbs->open(c->arg);
@@ -302,7 +325,7 @@ chan_preamble(struct chan *c)
 	c->pattern = c->hdr[3];
 	memcpy(s_priv, c->rx.k, NOISE_DHLEN);
 	sodium_memzero(c->rx.k, sizeof(c->rx.k));
-	r = chan_hs_begin(c, s_priv, c->has_s_pub ? c->tx.k : NULL);
+	r = chan_hs_begin(c, s_priv, c->has_s_pub ? c->tx.k : NULL, NULL);
 	sodium_memzero(s_priv, sizeof(s_priv));
 	sodium_memzero(c->tx.k, sizeof(c->tx.k));
 	c->has_s_pub = false;
@@ -334,8 +357,8 @@ chan_hs_frame(struct chan *c, const uint8_t *f, size_t n)
 	/* A pinned responder key is checked as soon as it is revealed, so
 	 * that our own static key (XX message 3) never goes to an impostor. */
 	rs = noise_handshake_remote_static(c->hs);
-	if (c->has_expect && rs != NULL &&
-	    sodium_memcmp(rs, c->expect_rs, NOISE_DHLEN) != 0)
+	if (chan_hsx(c)->has_expect && rs != NULL &&
+	    sodium_memcmp(rs, chan_hsx(c)->expect_rs, NOISE_DHLEN) != 0)
 		return TERN_EAUTH;
 	if (noise_handshake_action(c->hs) == NOISE_ACTION_WRITE_MESSAGE &&
 	    (r = chan_hs_write(c)) != 0)
@@ -682,10 +705,7 @@ chan_trim(struct chan *c)
 void
 chan_wipe(struct chan *c)
 {
-	if (c->hs != NULL) {
-		noise_handshake_wipe(c->hs);
-		free(c->hs);
-	}
+	chan_hs_free(c);
 	if (c->pend != NULL) {
 		sodium_memzero(c->pend, c->pend_need);
 		free(c->pend);

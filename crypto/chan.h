@@ -89,12 +89,11 @@ struct chan_cbs {
 struct chan {
 	const struct chan_cbs *cbs;  /* callbacks */
 	void *arg;                   /* their argument */
-	struct noise_handshake *hs;  /* heap, only during the handshake */
+	struct noise_handshake *hs;  /* heap, only during the handshake (with
+	                              * the key the peer must have: chan.c) */
 	struct noise_cipher tx;      /* our sending cipher once open */
 	struct noise_cipher rx;      /* our receiving cipher once open */
 	uint8_t rs[NOISE_DHLEN];     /* peer's static key once known */
-	uint8_t expect_rs[NOISE_DHLEN]; /* key the peer must have, if set */
-	bool has_expect;             /* expect_rs is set */
 	uint8_t state;               /* enum chan_state */
 	uint8_t role;                /* enum chan_role */
 	uint8_t pattern;             /* enum chan_pattern */
