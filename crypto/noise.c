@@ -707,14 +707,13 @@ int
 noise_handshake_set_static(struct noise_handshake *hs,
     const uint8_t priv[NOISE_DHLEN])
 {
+	uint8_t pub[NOISE_DHLEN];
 	int r;
 
 	if ((r = noise_settable(hs)) != 0 ||
-	    (r = noise_public_key(priv, hs->s_pub)) != 0)
+	    (r = noise_public_key(priv, pub)) != 0)
 		return noise_fail(hs, r);
-	memcpy(hs->s_priv, priv, NOISE_DHLEN);
-	hs->has_s = true;
-	return 0;
+	return noise_handshake_set_static_pair(hs, priv, pub);
 }
 
 int
