@@ -44,6 +44,7 @@
 #include "msg.h"
 #include "net.h"
 #include "ratelimit.h"
+#include "rcache.h"
 #include "sig.h"
 #include "store.h"
 
@@ -66,6 +67,8 @@
 #define SRV_BUNDLE_INTERVAL_MS 100000 /* one more per 100 s (12.3) */
 #define SRV_BUNDLE_PAIRS_MAX 65536 /* rate-limit buckets held */
 #define SRV_PREKEYS_LOW 10         /* push KEYS_COUNT below this */
+#define SRV_RCACHE_SLOTS 4096      /* recipients found in the store */
+#define SRV_RCACHE_TTL_MS 10000    /* trusted this long (rcache.h) */
 /* name@domain as formatted here; over 255 bytes it fails to encode. */
 #define SRV_ADDR_BUF (STORE_NAME_MAX + 1 + 253 + 1)
 
@@ -211,6 +214,7 @@ struct server {
 	size_t held_bytes;          /* their payloads and contexts */
 	uv_timer_t hold_timer;      /* submits them when their time is up */
 	struct ratelimit *bundle_rl; /* BUNDLE_GET per (requester, target) */
+	struct rcache *rcache;      /* recipients lately found in the store */
 	struct fed *fed;            /* federation, or NULL when off */
 	struct rwatch *rw_head;     /* all rwatches, by renewal time */
 	struct rwatch *rw_tail;
@@ -1054,10 +1058,15 @@ rcpt_lookup(struct server *srv, const char *name, uint32_t dev,
 		*user_id = u->user_id;
 		return 0;
 	}
+	/* Not online: two reads of the store on this thread, unless they
+	 * were done lately (the writer checks again; rcache.h). */
+	if (rcache_get(srv->rcache, name, dev, uv_now(srv->loop), user_id))
+		return 0;
 	if ((r = store_user_lookup(srv->store, name, &ui)) != 0 ||
 	    (r = store_device_lookup(srv->store, name, dev, key)) != 0)
 		return r == TERN_EDENIED ? r : TERN_ENOUSER;
 	*user_id = ui.user_id;
+	rcache_put(srv->rcache, name, dev, ui.user_id, uv_now(srv->loop));
 	return 0;
 }
 
@@ -1611,6 +1620,10 @@ simple_done(void *arg, int status, const struct store_result *res)
 	struct req_ctx *c = arg;
 	struct session *ss = c->ss;
 
+	/* A lookup while the removal was under way may have found the
+	 * device still there. */
+	if (c->type == MSG_DEVICE_REMOVE)
+		rcache_clear(c->srv->rcache);
 	if (ss->state == SS_AUTHED) {
 		if (status == 0 && c->type == MSG_DEVICE_ADD) {
 			struct msg m = {.type = MSG_DEVICE_ADDED, .req = c->req};
@@ -2986,6 +2999,7 @@ handle_authed(struct session *ss, const struct msg *m)
 		if ((c = ctx_new(ss, m)) == NULL)
 			return;
 		c->rcpt_device = m->u.device_remove.device_id;
+		rcache_clear(srv->rcache);
 		submitted(ss, c, store_device_remove(srv->store, uid,
 		    m->u.device_remove.device_id, simple_done, c));
 		return;
@@ -3366,6 +3380,7 @@ admin_user_done(void *arg, int status, const struct store_result *res)
 	struct session *ss;
 
 	(void)res;
+	rcache_clear(a->srv->rcache);
 	if (status != 0) {
 		log_warn("admin change of %s failed: %s", a->name,
 		    tern_strerror(status));
@@ -3442,6 +3457,7 @@ server_http(void *arg, const struct http_request *req,
 			return TERN_ENOMEM;
 		a->srv = srv;
 		snprintf(a->name, sizeof(a->name), "%s", name);
+		rcache_clear(srv->rcache);
 		r = del ? store_user_delete(srv->store, name, admin_user_done,
 		    a) : store_user_disable(srv->store, name, admin_user_done,
 		    a);
@@ -3469,6 +3485,7 @@ server_part_closed(struct server *srv)
 		free(srv->names);
 		free(srv->pp);
 		ratelimit_free(srv->bundle_rl);
+		rcache_free(srv->rcache);
 		sodium_memzero(srv->priv, sizeof(srv->priv));
 		sodium_memzero(srv->admin_token, sizeof(srv->admin_token));
 		free(srv);
@@ -3607,10 +3624,12 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	    NULL ||
 	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL ||
 	    ratelimit_new(SRV_BUNDLE_BURST, SRV_BUNDLE_INTERVAL_MS,
-	    SRV_BUNDLE_PAIRS_MAX, &srv->bundle_rl) != 0) {
+	    SRV_BUNDLE_PAIRS_MAX, &srv->bundle_rl) != 0 ||
+	    rcache_new(SRV_RCACHE_SLOTS, SRV_RCACHE_TTL_MS, &srv->rcache) != 0) {
 		free(srv->users);
 		free(srv->names);
 		free(srv->pp);
+		ratelimit_free(srv->bundle_rl);
 		free(srv);
 		return TERN_ENOMEM;
 	}
@@ -3716,6 +3735,7 @@ fail:
 	free(srv->names);
 	free(srv->pp);
 	ratelimit_free(srv->bundle_rl);
+	rcache_free(srv->rcache);
 	free(srv);
 	return r != 0 ? r : TERN_EIO;
 }

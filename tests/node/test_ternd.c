@@ -1465,6 +1465,68 @@ TT_CASE(ternd__admin__status_and_user_disable)
 	teardown();
 }
 
+/* A send to a device that is not online looks the recipient up in the
+ * store once, then in the node's table of recent recipients (rcache.h).
+ * Removing the device, or disabling the user, must still refuse the next
+ * send with the usual error. (The node clears the table on both; with the
+ * clears taken out this still passes, the writer refusing instead: that
+ * is the safety rcache.h relies on.) */
+TT_CASE(ternd__send__known_offline_recipient_removed_or_disabled)
+{
+	struct peer *alice, *bob, *laptop, *carol;
+	struct answer a = {0};
+	struct msg m = {0};
+	uint8_t id[MSG_ID_LEN];
+	char out[4096];
+	int st = 1;
+
+	setup(true);
+	ternd_start(&T.node);
+	two_users(&alice, &bob, true);
+	laptop = peer_make("bob", true);
+	TT_OK(client_device_add(bob->c, laptop->pub, "laptop", id_cb, &a));
+	WAIT_FOR(a.done);
+	TT_EQ(a.status, 0);
+	TT_EQ(a.id, 2);
+	/* The laptop never logs in: sends to it are queued. The second is
+	 * answered from the table. */
+	for (uint32_t n = 1; n <= 3; n++) {
+		if (n == 3) {
+			/* bob's phone removes the laptop. */
+			m.type = MSG_DEVICE_REMOVE;
+			m.u.device_remove.device_id = 2;
+			TT_OK(peer_request(bob, &m, &a));
+			TT_EQ(a.type, MSG_OK);
+		}
+		make_id(id, 'p', n);
+		TT_OK(client_send(alice->c, id, bob->addr, 2,
+		    MSG_CLASS_MESSAGE, 1700000000000ull + n,
+		    (const uint8_t *)"p", 1));
+		WAIT_FOR(sent_count(alice, 'p', n, &st) == 1);
+		TT_EQ(st, n < 3 ? 0 : TERN_ENOUSER);
+	}
+
+	/* carol is offline and known from two sends; then the operator
+	 * disables her. */
+	carol = peer_make("carol", true);
+	TT_OK(peer_register(carol, NULL));
+	peer_drop(carol);
+	for (uint32_t n = 1; n <= 2; n++) {
+		peer_send(alice, carol, MSG_CLASS_MESSAGE, 'c', n);
+		WAIT_FOR(sent_count(alice, 'c', n, &st) == 1);
+		TT_EQ(st, 0);
+	}
+	TT_EQ(CLI(out, "user", "disable", "carol"), 0);
+	peer_send(alice, carol, MSG_CLASS_MESSAGE, 'c', 3);
+	WAIT_FOR(sent_count(alice, 'c', 3, &st) == 1);
+	TT_EQ(st, TERN_EDENIED);
+	/* bob's phone still gets what is sent to it. */
+	peer_send(alice, bob, MSG_CLASS_MESSAGE, 'b', 1);
+	WAIT_FOR(sent_count(alice, 'b', 1, &st) == 1);
+	TT_EQ(st, 0);
+	teardown();
+}
+
 /* --- 14. metrics ------------------------------------------------------- */
 
 TT_CASE(ternd__metrics__prometheus_text_on_admin_port)

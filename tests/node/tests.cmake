@@ -2,6 +2,7 @@ tern_test(node/test_store.c LIBS ternnode PkgConfig::UV TIMEOUT 120)
 tern_test(node/test_config.c LIBS ternnode)
 tern_test(node/test_keyfile.c LIBS ternnode PkgConfig::SODIUM)
 tern_test(node/test_metrics.c LIBS ternnode)
+tern_test(node/test_rcache.c LIBS ternnode)
 tern_test(node/test_http.c LIBS ternnode PkgConfig::UV)
 tern_test(node/test_ternd.c LIBS ternclient ternnode TIMEOUT 120)
 # The integration tests start the real daemon: build it first.
