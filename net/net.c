@@ -225,8 +225,9 @@ net_flush(struct net_conn *c)
 	if (c->flags & NET_F_UV_CLOSED)
 		return;
 	/* The messages staged this turn become one frame, queued after
-	 * what is there (its reserve marks the connection dirty again: the
-	 * next pass over the dirty list finds nothing to do). */
+	 * what is there. net_flush_all has done it already; a write's
+	 * callback may find new ones (then this reserve marks the
+	 * connection dirty again, and a later pass finds nothing to do). */
 	if (chan_staged(&c->chan) > 0 && !(c->flags & NET_F_ABORT) &&
 	    (r = chan_flush(&c->chan)) != 0) {
 		net_conn_abort(c, r);
@@ -289,10 +290,17 @@ static void
 net_flush_all(struct net_loop *nl)
 {
 	struct net_conn *c;
+	int r;
 
 	if (nl->dirty == NULL)
 		return;
 	while ((c = nl->dirty) != NULL) {
+		/* Seal the staged messages while the connection is still
+		 * marked dirty, so that their reserve does not put it on the
+		 * list a second time. */
+		if (chan_staged(&c->chan) > 0 && !(c->flags & NET_F_ABORT) &&
+		    (r = chan_flush(&c->chan)) != 0)
+			net_conn_abort(c, r);
 		nl->dirty = c->dirty_next;
 		c->dirty_next = NULL;
 		c->flags &= (uint8_t)~NET_F_DIRTY;
