@@ -98,6 +98,7 @@ struct client {
 	bool has_node_key;            /* configured or learnt by XX */
 	bool reconnect;               /* reconnect after a drop */
 	bool auto_ack;                /* ACK each DELIVER after the callback */
+	uint32_t ack_delay;           /* ms: longest an ACK waits; 0: none */
 	uint32_t backoff_min;         /* ms: first backoff window */
 	uint32_t backoff_max;         /* ms: largest window */
 	uint32_t keepalive;           /* ms without sending before a PING */
@@ -132,6 +133,12 @@ struct client {
 	uint32_t ob_count;            /* envelopes in it */
 	size_t ob_bytes;              /* their encoded bytes */
 	struct client_req *reqs;      /* pending requests */
+
+	/* ACKs not yet written, for the current connection only: a new one
+	 * fetches again what these would have acknowledged. */
+	uv_timer_t ack_timer;         /* runs while ack_n > 0 */
+	uint8_t ack_n;                /* ids in ack_ids */
+	uint8_t ack_ids[CLIENT_ACK_GATHER_MAX][MSG_ID_LEN];
 
 	bool reg_pending;             /* client_register awaits its answer */
 	char *reg_invite;             /* REGISTER's invite, owned */
@@ -204,8 +211,12 @@ client_report(struct client *c, int err, uint32_t delay_ms)
 		c->cbs->state(c, pub, err, delay_ms);
 }
 
-/* client_write: queues encoded bytes on the connection. A failed write
- * may have queued part of a message, so the caller closes the link. */
+static int client_acks_write(struct client *c);
+
+/* client_write: queues encoded bytes on the connection, after the ACKs
+ * gathered so far: they share its frame (SPEC.md 2.5) for nothing. A
+ * failed write may have queued part of a message, so the caller closes
+ * the link. */
 static int
 client_write(struct client *c, const uint8_t *p, size_t n)
 {
@@ -213,6 +224,8 @@ client_write(struct client *c, const uint8_t *p, size_t n)
 
 	if (c->conn == NULL)
 		return TERN_ECLOSED;
+	if (c->ack_n > 0 && (r = client_acks_write(c)) != 0)
+		return r;
 	if ((r = net_conn_send(c->conn, p, n)) != 0)
 		return r;
 	c->last_sent = uv_now(c->loop);
@@ -793,13 +806,78 @@ client_on_answer(struct client *c, const struct msg *m)
 	return 0;
 }
 
+/* client_acks_write: writes the gathered ACKs. They stay gathered only
+ * while connected: the caller has checked c->conn. */
+static int
+client_acks_write(struct client *c)
+{
+	struct msg m = {.type = MSG_ACK};
+	uint8_t buf[MSG_HDR_LEN + MSG_ID_LEN];
+	size_t n;
+	uint8_t i;
+	int r;
+
+	for (i = 0; i < c->ack_n; i++) {
+		memcpy(m.u.ack.id, c->ack_ids[i], MSG_ID_LEN);
+		if ((r = msg_encode(&m, buf, sizeof(buf), &n)) != 0 ||
+		    (r = net_conn_send(c->conn, buf, n)) != 0) {
+			c->ack_n = 0;
+			(void)uv_timer_stop(&c->ack_timer);
+			return r;
+		}
+	}
+	c->ack_n = 0;
+	(void)uv_timer_stop(&c->ack_timer);
+	c->last_sent = uv_now(c->loop);
+	return 0;
+}
+
+/* client_acks_forget: the link that would carry them is gone. The node
+ * delivers those envelopes again on the next one. */
+static void
+client_acks_forget(struct client *c)
+{
+	c->ack_n = 0;
+	(void)uv_timer_stop(&c->ack_timer);
+}
+
+static void
+client_ack_timer_cb(uv_timer_t *t)
+{
+	struct client *c = t->data;
+	int r;
+
+	if (c->closing || c->ack_n == 0)
+		return;
+	if (!client_is_online(c)) {
+		client_acks_forget(c);
+		return;
+	}
+	if ((r = client_acks_write(c)) != 0)
+		client_drop(c, r);
+}
+
+/* client_ack_id: gathers an ACK (SPEC.md 7.3): written when the delay
+ * ends, when CLIENT_ACK_GATHER_MAX are waiting, or with the next thing we
+ * write, whichever comes first. */
 static int
 client_ack_id(struct client *c, const uint8_t id[MSG_ID_LEN])
 {
 	struct msg m = {.type = MSG_ACK};
 
-	memcpy(m.u.ack.id, id, MSG_ID_LEN);
-	return client_write_msg(c, &m);
+	if (c->ack_delay == 0) {
+		memcpy(m.u.ack.id, id, MSG_ID_LEN);
+		return client_write_msg(c, &m);
+	}
+	if (c->conn == NULL)
+		return TERN_ECLOSED;
+	memcpy(c->ack_ids[c->ack_n++], id, MSG_ID_LEN);
+	if (c->ack_n == CLIENT_ACK_GATHER_MAX)
+		return client_acks_write(c);
+	if (c->ack_n == 1)
+		(void)uv_timer_start(&c->ack_timer, client_ack_timer_cb,
+		    c->ack_delay, 0);
+	return 0;
 }
 
 /* client_bad_msg: a message that did not decode (SPEC 3.7). An unknown
@@ -930,6 +1008,7 @@ client_net_closed(struct net_conn *conn, int err)
 		return;
 	c->conn = NULL;
 	c->conn_open = false;
+	client_acks_forget(c);
 	if (err == TERN_ECLOSED && c->peer_err != 0)
 		err = c->peer_err;
 	if (err == 0)
@@ -1036,10 +1115,15 @@ client_close(struct client *c, void (*cb)(void *), void *arg)
 	c->closing = true;
 	c->close_cb = cb;
 	c->close_arg = arg;
-	c->close_pending = 1;
+	c->close_pending = 2;
 	uv_close((uv_handle_t *)&c->timer, client_timer_closed);
+	uv_close((uv_handle_t *)&c->ack_timer, client_timer_closed);
 	if (c->conn != NULL) {
-		/* Flushes what is queued (ACKs, say) before the close. */
+		/* Gathered ACKs go with what is queued, which the close
+		 * flushes. */
+		if (c->ack_n > 0 && c->conn_open && c->st == ST_ONLINE &&
+		    client_acks_write(c) != 0)
+			c->ack_n = 0;
 		c->close_pending++;
 		net_conn_close(c->conn, 0);
 	}
@@ -1053,6 +1137,7 @@ client_config_init(struct client_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->port = CLIENT_PORT_DEFAULT;
 	cfg->reconnect = true;
+	cfg->ack_delay_ms = CLIENT_ACK_DELAY_DEFAULT;
 }
 
 static int
@@ -1085,6 +1170,8 @@ client_new(uv_loop_t *loop, const struct client_config *cfg,
 		return TERN_EINVAL;
 	if (cfg->nl != NULL && cfg->nl->loop != loop)
 		return TERN_EINVAL;
+	if (cfg->ack_delay_ms > CLIENT_ACK_DELAY_MAX)
+		return TERN_EINVAL;
 	/* Idempotent; seeds the generator the backoff jitter draws from. */
 	if (sodium_init() < 0)
 		return TERN_EIO;
@@ -1103,6 +1190,7 @@ client_new(uv_loop_t *loop, const struct client_config *cfg,
 	}
 	c->reconnect = cfg->reconnect;
 	c->auto_ack = cfg->auto_ack;
+	c->ack_delay = cfg->ack_delay_ms;
 	c->backoff_min = cfg->backoff_min_ms ? cfg->backoff_min_ms :
 	    CLIENT_BACKOFF_MIN_DEFAULT;
 	c->backoff_max = cfg->backoff_max_ms ? cfg->backoff_max_ms :
@@ -1140,6 +1228,8 @@ client_new(uv_loop_t *loop, const struct client_config *cfg,
 	}
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
+	uv_timer_init(loop, &c->ack_timer);
+	c->ack_timer.data = c;
 	*out = c;
 	return 0;
 }

@@ -44,6 +44,15 @@
 #define CLIENT_BACKOFF_MAX_DEFAULT 30000   /* ms: largest window */
 #define CLIENT_KEEPALIVE_DEFAULT 30000     /* ms without sending: PING */
 #define CLIENT_OUTBOX_MAX_DEFAULT 1024     /* envelopes waiting for SENT */
+/* ACKs are gathered for up to this long (SPEC.md 7.3), so that a burst of
+ * DELIVERs costs one frame of ACKs, not one each. */
+#define CLIENT_ACK_DELAY_DEFAULT 10        /* ms */
+/* ... and at most this many: half the node's fetch window (64
+ * unacknowledged, SPEC.md 7.4), so gathering never stalls a drain. */
+#define CLIENT_ACK_GATHER_MAX 32
+/* Longer would outlast the reference node's write-back hold (SPEC.md 7.3),
+ * so it would write to disk what a prompt ACK withdraws. */
+#define CLIENT_ACK_DELAY_MAX 250           /* ms */
 /* Bytes of encoded SENDs in the outbox. Kept well under net's per-
  * connection output cap (NET_OUT_LIMIT_DEFAULT), so that writing the whole
  * outbox again after a reconnect always fits. */
@@ -81,6 +90,11 @@ struct client_config {
 	uint32_t outbox_max_bytes;  /* encoded bytes; 0: default */
 	bool reconnect;             /* reconnect after a drop */
 	bool auto_ack;              /* ACK each DELIVER once deliver returns */
+	uint32_t ack_delay_ms;      /* ACKs gathered at most this long before
+	                               they are written (they also go with
+	                               anything else we write); 0: at once.
+	                               client_config_init sets the default;
+	                               at most CLIENT_ACK_DELAY_MAX */
 	struct net_loop *nl;        /* shared net loop on the same uv loop, or
 	                               NULL: the client makes its own */
 };
@@ -185,8 +199,10 @@ int client_send(struct client *c, const uint8_t id[MSG_ID_LEN],
     const char *to, uint32_t to_device, uint8_t cls, uint64_t ts_ms,
     const uint8_t *payload, size_t len) TERN_WUR;
 
-/* client_ack: sends ACK(id) for a DELIVER (or a NOTICE). TERN_ECLOSED
- * when not ONLINE: the node will deliver the envelope again anyway. */
+/* client_ack: sends ACK(id) for a DELIVER (or a NOTICE), gathered with
+ * others for up to ack_delay_ms. TERN_ECLOSED when not ONLINE: the node
+ * will deliver the envelope again anyway; so it does for gathered ACKs
+ * that a dropped link never carried. client_close writes them first. */
 int client_ack(struct client *c, const uint8_t id[MSG_ID_LEN]) TERN_WUR;
 
 /*

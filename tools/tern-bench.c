@@ -1,7 +1,8 @@
 /*
  * tern-bench: measures a real ternd with the real protocol.
  *
- *     tern-bench [--ternd PATH] [--json FILE] [--quick] [SCENARIO...]
+ *     tern-bench [--ternd PATH] [--json FILE] [--quick] [--window N]
+ *                [--ack-delay MS] [SCENARIO...]
  *
  * It makes a fresh node in a temporary directory (ternd init, open
  * registration, durability full), starts it, registers the users it needs
@@ -23,7 +24,10 @@
  *             encrypt+decrypt pairs per second on one core and session
  *             set-up time (bench_e2e.c)
  *
- * Node CPU time per delivered message comes from /proc/PID/stat. The
+ * Its devices gather their ACKs as the client library does (client.h:
+ * up to 10 ms or 32 ACKs, or ahead of anything else they write);
+ * --ack-delay 0 ACKs each DELIVER at once, as the library did before it
+ * gathered them. Node CPU time per delivered message comes from /proc/PID/stat. The
  * node runs in its own process; this tool uses one loop on one thread.
  * Results print as a table and, with --json, as JSON.
  */
@@ -47,6 +51,7 @@
 #include "bench_e2e.h"
 #include <uv.h>
 
+#include "client.h"
 #include "config.h"
 #include "msg.h"
 #include "net.h"
@@ -71,6 +76,11 @@ struct dev {
 	uint8_t want;               /* what to do on open: 1 register 2 login */
 	uint32_t req;               /* request counter */
 	uint16_t port;              /* its node's client port */
+	/* ACKs gathered as the client library gathers them (client.h): */
+	struct dev *ack_prev, *ack_next; /* in B's list while nack > 0 */
+	uint64_t ack_since;         /* now_ns of the oldest */
+	uint8_t nack;               /* ids in acks */
+	uint8_t acks[CLIENT_ACK_GATHER_MAX][MSG_ID_LEN];
 };
 
 struct lat {
@@ -103,6 +113,10 @@ static struct {
 	struct lat lat;             /* latency from the due time */
 	struct lat raw;             /* latency from the actual send */
 	uv_timer_t tick;            /* rate pacing */
+	uint32_t ack_delay_ms;      /* devices gather ACKs this long; 0: none */
+	struct dev *ack_head;       /* devices with ACKs gathered, oldest */
+	struct dev *ack_tail;       /* first; newest */
+	uv_timer_t ack_timer;       /* due when the head's delay ends */
 	double rate;                /* latency: offered messages/s */
 	bool quick;                 /* shorter runs */
 	FILE *json;                 /* --json output */
@@ -331,7 +345,7 @@ node_stop(void)
 /* --- connections ----------------------------------------------------- */
 
 static void
-dev_send_msg(struct dev *d, const struct msg *m)
+dev_put(struct dev *d, const struct msg *m)
 {
 	uint8_t buf[MSG_MAX];
 	size_t n;
@@ -339,6 +353,114 @@ dev_send_msg(struct dev *d, const struct msg *m)
 	if (d->conn == NULL || msg_encode(m, buf, sizeof(buf), &n) != 0 ||
 	    net_conn_send(d->conn, buf, n) != 0)
 		B.errors++;
+}
+
+/* --- ACKs, gathered as client.c gathers them: written when the oldest
+ * has waited ack_delay_ms, when CLIENT_ACK_GATHER_MAX wait, or ahead of
+ * anything else the device writes. */
+
+static void
+ack_unlink(struct dev *d)
+{
+	if (d->ack_prev != NULL)
+		d->ack_prev->ack_next = d->ack_next;
+	else
+		B.ack_head = d->ack_next;
+	if (d->ack_next != NULL)
+		d->ack_next->ack_prev = d->ack_prev;
+	else
+		B.ack_tail = d->ack_prev;
+	d->ack_prev = d->ack_next = NULL;
+}
+
+static void
+ack_flush(struct dev *d)
+{
+	struct msg m = {.type = MSG_ACK};
+	uint8_t n = d->nack;
+
+	if (n == 0)
+		return;
+	d->nack = 0;
+	ack_unlink(d);
+	for (uint8_t i = 0; i < n; i++) {
+		memcpy(m.u.ack.id, d->acks[i], MSG_ID_LEN);
+		dev_put(d, &m);
+	}
+}
+
+/* ack_drop: the connection is gone; the node delivers those again. */
+static void
+ack_drop(struct dev *d)
+{
+	if (d->nack > 0) {
+		d->nack = 0;
+		ack_unlink(d);
+	}
+}
+
+static void ack_timer_cb(uv_timer_t *t);
+
+static void
+ack_arm(void)
+{
+	uint64_t now = now_ns(), due, ms;
+
+	if (B.ack_head == NULL) {
+		uv_timer_stop(&B.ack_timer);
+		return;
+	}
+	due = B.ack_head->ack_since + (uint64_t)B.ack_delay_ms * 1000000;
+	ms = due > now ? (due - now + 999999) / 1000000 : 0;
+	uv_timer_start(&B.ack_timer, ack_timer_cb, ms, 0);
+}
+
+static void
+ack_timer_cb(uv_timer_t *t)
+{
+	/* libuv's clock is in whole milliseconds: allow for its rounding. */
+	uint64_t edge = now_ns() + 1000000 -
+	    (uint64_t)B.ack_delay_ms * 1000000;
+
+	while (B.ack_head != NULL && B.ack_head->ack_since <= edge)
+		ack_flush(B.ack_head);
+	ack_arm();
+}
+
+static void
+ack_gather(struct dev *d, const uint8_t id[MSG_ID_LEN])
+{
+	struct msg m = {.type = MSG_ACK};
+
+	if (B.ack_delay_ms == 0) {
+		memcpy(m.u.ack.id, id, MSG_ID_LEN);
+		dev_put(d, &m);
+		return;
+	}
+	memcpy(d->acks[d->nack++], id, MSG_ID_LEN);
+	if (d->nack == CLIENT_ACK_GATHER_MAX) {
+		ack_flush(d);
+		return;
+	}
+	if (d->nack > 1)
+		return;
+	d->ack_since = now_ns();
+	d->ack_prev = B.ack_tail;
+	d->ack_next = NULL;
+	if (B.ack_tail != NULL)
+		B.ack_tail->ack_next = d;
+	else
+		B.ack_head = d;
+	B.ack_tail = d;
+	if (B.ack_head == d)
+		ack_arm();
+}
+
+static void
+dev_send_msg(struct dev *d, const struct msg *m)
+{
+	ack_flush(d);
+	dev_put(d, m);
 }
 
 static void
@@ -434,7 +556,7 @@ static int
 dev_message(struct net_conn *c, const uint8_t *buf, size_t len)
 {
 	struct dev *d = *(struct dev **)net_conn_data(c);
-	struct msg m, ack = {.type = MSG_ACK};
+	struct msg m;
 	uint64_t t;
 
 	if (msg_decode(buf, len, &m) != 0) {
@@ -458,8 +580,7 @@ dev_message(struct net_conn *c, const uint8_t *buf, size_t len)
 		}
 		break;
 	case MSG_DELIVER:
-		memcpy(ack.u.ack.id, m.u.deliver.id, MSG_ID_LEN);
-		dev_send_msg(d, &ack);
+		ack_gather(d, m.u.deliver.id);
 		d->got++;
 		if (B.mode == M_DELIVER || B.mode == M_LATENCY ||
 		    B.mode == M_DRAIN) {
@@ -507,6 +628,7 @@ dev_closed(struct net_conn *c, int err)
 {
 	struct dev *d = *(struct dev **)net_conn_data(c);
 
+	ack_drop(d);
 	if (d->state == 2)
 		B.online--;
 	else if (d->state == 1)
@@ -775,6 +897,8 @@ latency_run(double rate, double secs, const char *what)
 {
 	char name[96];
 	uint32_t pairs = B.ndevs / 2;
+	uint64_t c0, c1, b0, b1;
+	double n;
 
 	memset(&B.lat, 0, sizeof(B.lat));
 	memset(&B.raw, 0, sizeof(B.raw));
@@ -785,11 +909,27 @@ latency_run(double rate, double secs, const char *what)
 	for (uint32_t i = 0; i < pairs * 2; i += 2)
 		B.devs[i].next_due_ns = t0 + (uint64_t)(i / 2) *
 		    (uint64_t)(1e9 / rate);
+	node_cpu(&c0);
+	b0 = self_cpu_us();
 	uv_timer_init(&B.loop, &B.tick);
 	uv_timer_start(&B.tick, lat_tick, 1, 1);
 	while (now_ns() < B.deadline_ns + 500000000ull)
 		uv_run(&B.loop, UV_RUN_ONCE);
 	uv_close((uv_handle_t *)&B.tick, NULL);
+	node_cpu(&c1);
+	b1 = self_cpu_us();
+	/* CPU per message at a paced rate: steadier than a p99 on a shared
+	 * machine, so it is what an A/B of the paced path compares. */
+	n = B.lat.n > 0 ? (double)B.lat.n : 1;
+	if (what[0] == '\0') {
+		snprintf(name, sizeof(name), "node_cpu_us_per_msg_at_%.0f",
+		    rate);
+		report(name, (double)(c1 - c0) * 1e6 /
+		    (double)sysconf(_SC_CLK_TCK) / n, "us", "");
+	}
+	snprintf(name, sizeof(name), "%sbench_cpu_us_per_msg_at_%.0f", what,
+	    rate);
+	report(name, (double)(b1 - b0) / n, "us", "");
 	snprintf(name, sizeof(name), "%slatency_p50_us_at_%.0f", what, rate);
 	report(name, lat_pct(&B.lat, 0.50), "us", "");
 	snprintf(name, sizeof(name), "%slatency_p99_us_at_%.0f", what, rate);
@@ -1183,6 +1323,7 @@ main(int argc, char **argv)
 		{"json", required_argument, NULL, 'j'},
 		{"quick", no_argument, NULL, 'q'},
 		{"window", required_argument, NULL, 'w'},
+		{"ack-delay", required_argument, NULL, 'a'},
 		{NULL, 0, NULL, 0},
 	};
 	struct rlimit rl;
@@ -1192,6 +1333,7 @@ main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	B.window = 32;
+	B.ack_delay_ms = CLIENT_ACK_DELAY_DEFAULT;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	self[n > 0 ? n : 0] = '\0';
 	/* Default: ternd beside this binary's build tree (build/x/tools). */
@@ -1212,9 +1354,15 @@ main(int argc, char **argv)
 		case 'w':
 			B.window = (uint32_t)atoi(optarg);
 			break;
+		case 'a':
+			B.ack_delay_ms = (uint32_t)atoi(optarg);
+			if (B.ack_delay_ms > CLIENT_ACK_DELAY_MAX)
+				die("--ack-delay: at most 250 ms");
+			break;
 		default:
 			fprintf(stderr, "usage: tern-bench [--ternd PATH] "
 			    "[--json FILE] [--quick] [--window N] "
+			    "[--ack-delay MS] "
 			    "[deliver|latency|idle|logins|offline|e2e|fed]...\n");
 			return 2;
 		}
@@ -1229,9 +1377,11 @@ main(int argc, char **argv)
 	uv_loop_init(&B.loop);
 	if (net_loop_init(&B.nl, &B.loop, NULL) != 0)
 		die("net");
+	uv_timer_init(&B.loop, &B.ack_timer);
 	node_start();
-	printf("tern-bench: node pid %d on 127.0.0.1:%u, %ld cores\n",
-	    (int)B.node_pid, B.port, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("tern-bench: node pid %d on 127.0.0.1:%u, %ld cores, ACKs "
+	    "gathered up to %u ms\n", (int)B.node_pid, B.port,
+	    sysconf(_SC_NPROCESSORS_ONLN), B.ack_delay_ms);
 	if (B.json) {
 		fprintf(B.json, "{");
 		B.json_first = 1;
@@ -1267,6 +1417,7 @@ main(int argc, char **argv)
 	}
 	printf("errors: %llu\n", (unsigned long long)B.errors);
 	node_stop();
+	uv_close((uv_handle_t *)&B.ack_timer, NULL);
 	net_loop_close(&B.nl, NULL, NULL);
 	uv_run(&B.loop, UV_RUN_DEFAULT);
 	uv_loop_close(&B.loop);

@@ -52,7 +52,9 @@ static struct {
 	char last_to[256];           /* its recipient */
 	uint8_t last_payload[64];    /* its payload's first bytes */
 	int acks;                    /* ACKs seen */
-	uint8_t ack_ids[16][MSG_ID_LEN]; /* their ids */
+	uint8_t ack_ids[64][MSG_ID_LEN]; /* their ids */
+	uint64_t last_ack_ms;        /* uv_now when the last one came */
+	int acks_before_send;        /* acks when the last SEND came */
 	int pings;                   /* PINGs seen */
 	int profile_gets;            /* PROFILE_GETs seen */
 	int errors;                  /* ERRORs the client sent */
@@ -144,6 +146,7 @@ fake_on_send(struct net_conn *nc, const struct msg *m)
 	int i;
 
 	F.sends++;
+	F.acks_before_send = F.acks;
 	for (i = 0; i < F.nseen; i++)
 		if (memcmp(F.seen[i].id, s->id, MSG_ID_LEN) == 0)
 			break;
@@ -227,8 +230,9 @@ fake_message(struct net_conn *nc, const uint8_t *p, size_t n)
 		break;
 	case MSG_ACK:
 		TT_ASSERT(m.req == 0);
-		TT_ASSERT(F.acks < 16);
+		TT_ASSERT(F.acks < 64);
 		memcpy(F.ack_ids[F.acks++], m.u.ack.id, MSG_ID_LEN);
+		F.last_ack_ms = uv_now(nc->nl->loop);
 		break;
 	case MSG_ERROR:
 		F.errors++;
@@ -922,6 +926,79 @@ TT_CASE(client__deliver__auto_ack)
 	TT_MEMEQ(F.ack_ids[0], a, MSG_ID_LEN);
 	TT_MEMEQ(F.ack_ids[1], b, MSG_ID_LEN);
 	TT_ASSERT(strcmp(K.deliver_from, "carol@c.test") == 0);
+	teardown();
+}
+
+/* ACKs are gathered (SPEC.md 7.3): written when the delay ends, when
+ * CLIENT_ACK_GATHER_MAX wait, with the next thing the client writes, or
+ * at client_close; a dropped link forgets them. */
+TT_CASE(client__ack__gathered_by_delay_count_and_writes)
+{
+	struct client_config cfg;
+	uint8_t id[MSG_ID_LEN];
+	uint64_t t0;
+
+	setup();
+	config(&cfg, "alice@a.test", 1);
+	cfg.ack_delay_ms = CLIENT_ACK_DELAY_MAX + 1;
+	TT_ERR(client_new(&K.loop, &cfg, &k_cbs, NULL, &K.c), TERN_EINVAL);
+	TT_ASSERT(K.c == NULL);
+	cfg.ack_delay_ms = CLIENT_ACK_DELAY_MAX;
+	cfg.auto_ack = true;
+	online(&cfg);
+
+	/* The delay: nothing for a while, then the ACK, no sooner. */
+	make_id(id, 1);
+	fake_push_deliver(id, "bob@b.test", "one");
+	WAIT_FOR(K.delivers == 1);
+	t0 = uv_now(&K.loop);
+	wait_ms(CLIENT_ACK_DELAY_MAX / 5);
+	TT_EQ(F.acks, 0);
+	WAIT_FOR(F.acks == 1);
+	TT_ASSERT(F.last_ack_ms >= t0 + CLIENT_ACK_DELAY_MAX - 1);
+	TT_MEMEQ(F.ack_ids[0], id, MSG_ID_LEN);
+
+	/* The count: 32 go at once, the 33rd waits for its delay. */
+	for (uint8_t n = 0; n <= CLIENT_ACK_GATHER_MAX; n++) {
+		make_id(id, (uint8_t)(10 + n));
+		fake_push_deliver(id, "bob@b.test", "burst");
+	}
+	WAIT_FOR(F.acks > 1);
+	TT_EQ(F.acks, 1 + CLIENT_ACK_GATHER_MAX);
+	WAIT_FOR(K.delivers == 2 + CLIENT_ACK_GATHER_MAX);
+	wait_ms(CLIENT_ACK_DELAY_MAX / 5);
+	TT_EQ(F.acks, 1 + CLIENT_ACK_GATHER_MAX);
+	WAIT_FOR(F.acks == 2 + CLIENT_ACK_GATHER_MAX);
+	for (uint8_t n = 0; n <= CLIENT_ACK_GATHER_MAX; n++)
+		TT_EQ(F.ack_ids[1 + n][15], 10 + n); /* in order */
+
+	/* Anything written takes the gathered ACKs along, ahead of it. */
+	make_id(id, 50);
+	fake_push_deliver(id, "bob@b.test", "two");
+	WAIT_FOR(K.delivers == 3 + CLIENT_ACK_GATHER_MAX);
+	TT_OK(send_text(51, "bob@b.test", MSG_CLASS_MESSAGE));
+	WAIT_FOR(K.nsent == 1);
+	TT_EQ(F.acks_before_send, 3 + CLIENT_ACK_GATHER_MAX);
+	TT_EQ(F.ack_ids[2 + CLIENT_ACK_GATHER_MAX][15], 50);
+
+	/* A drop forgets them: the node delivers those again. A PING on
+	 * the new link would carry any left over. */
+	make_id(id, 60);
+	fake_push_deliver(id, "bob@b.test", "three");
+	WAIT_FOR(K.delivers == 4 + CLIENT_ACK_GATHER_MAX);
+	fake_drop();
+	WAIT_FOR(K.online == 2);
+	roundtrip();
+	wait_ms(CLIENT_ACK_DELAY_MAX + 20);
+	TT_EQ(F.acks, 3 + CLIENT_ACK_GATHER_MAX);
+
+	/* client_close writes them before it hangs up. */
+	make_id(id, 70);
+	fake_push_deliver(id, "bob@b.test", "four");
+	WAIT_FOR(K.delivers == 5 + CLIENT_ACK_GATHER_MAX);
+	close_client();
+	WAIT_FOR(F.acks == 4 + CLIENT_ACK_GATHER_MAX);
+	TT_EQ(F.ack_ids[3 + CLIENT_ACK_GATHER_MAX][15], 70);
 	teardown();
 }
 
