@@ -195,6 +195,50 @@ self_cpu_us(void)
 	    (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
+/* host_ticks: from /proc/stat, the machine's CPU ticks in all and those
+ * stolen by the hypervisor. A virtual machine's neighbours take its cores
+ * for milliseconds at a time; a phase with steal has latency figures that
+ * tell more about them than about the node. */
+static void
+host_ticks(uint64_t *all, uint64_t *steal)
+{
+	unsigned long long v[8] = {0};
+	FILE *f;
+
+	*all = *steal = 0;
+	if ((f = fopen("/proc/stat", "r")) == NULL)
+		return;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+	    &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+		for (int i = 0; i < 8; i++)
+			*all += v[i];
+		*steal = v[7];
+	}
+	fclose(f);
+}
+
+struct steal_mark {
+	uint64_t all, steal;
+};
+
+static void
+steal_begin(struct steal_mark *m)
+{
+	host_ticks(&m->all, &m->steal);
+}
+
+/* steal_pct: the share of the machine's CPU time stolen since m. */
+static double
+steal_pct(const struct steal_mark *m)
+{
+	uint64_t all, steal;
+
+	host_ticks(&all, &steal);
+	if (all <= m->all)
+		return 0;
+	return 100.0 * (double)(steal - m->steal) / (double)(all - m->all);
+}
+
 /* node_cpu: the node's CPU time (user + system, all threads) in ticks. */
 static void
 node_cpu(uint64_t *ticks)
@@ -793,6 +837,7 @@ sc_deliver(void)
 	double secs = B.quick ? 3 : 10;
 	uint64_t c0, c1, b0, b1;
 	uint64_t t0;
+	struct steal_mark sm;
 
 	printf("deliver: %u pairs of online users, window %u per sender\n",
 	    pairs, B.window);
@@ -803,6 +848,7 @@ sc_deliver(void)
 	B.deadline_ns = now_ns() + (uint64_t)(secs * 1e9);
 	node_cpu(&c0);
 	b0 = self_cpu_us();
+	steal_begin(&sm);
 	t0 = now_ns();
 	for (uint32_t i = 0; i < pairs * 2; i += 2)
 		for (uint32_t w = 0; w < B.window; w++)
@@ -821,6 +867,7 @@ sc_deliver(void)
 	 * Noise, framing, ACKs): what the node has left. */
 	report("bench_cpu_us_per_delivered", (double)(b1 - b0) /
 	    (double)(B.delivered ? B.delivered : 1), "us", "");
+	report("deliver_host_steal_pct", steal_pct(&sm), "%", "");
 	B.mode = M_NONE;
 	run_for(1.0); /* let the tail drain */
 	devs_free();
@@ -898,6 +945,7 @@ latency_run(double rate, double secs, const char *what)
 	char name[96];
 	uint32_t pairs = B.ndevs / 2;
 	uint64_t c0, c1, b0, b1;
+	struct steal_mark sm;
 	double n;
 
 	memset(&B.lat, 0, sizeof(B.lat));
@@ -911,6 +959,7 @@ latency_run(double rate, double secs, const char *what)
 		    (uint64_t)(1e9 / rate);
 	node_cpu(&c0);
 	b0 = self_cpu_us();
+	steal_begin(&sm);
 	uv_timer_init(&B.loop, &B.tick);
 	uv_timer_start(&B.tick, lat_tick, 1, 1);
 	while (now_ns() < B.deadline_ns + 500000000ull)
@@ -930,6 +979,8 @@ latency_run(double rate, double secs, const char *what)
 	snprintf(name, sizeof(name), "%sbench_cpu_us_per_msg_at_%.0f", what,
 	    rate);
 	report(name, (double)(b1 - b0) / n, "us", "");
+	snprintf(name, sizeof(name), "%shost_steal_pct_at_%.0f", what, rate);
+	report(name, steal_pct(&sm), "%", "");
 	snprintf(name, sizeof(name), "%slatency_p50_us_at_%.0f", what, rate);
 	report(name, lat_pct(&B.lat, 0.50), "us", "");
 	snprintf(name, sizeof(name), "%slatency_p99_us_at_%.0f", what, rate);
