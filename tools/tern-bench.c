@@ -239,6 +239,30 @@ steal_pct(const struct steal_mark *m)
 	return 100.0 * (double)(steal - m->steal) / (double)(all - m->all);
 }
 
+/* io_calls: read and write system calls of a process so far (syscr +
+ * syscw in /proc/PID/io). Unlike its CPU time, the count does not depend
+ * on what else the machine is doing. */
+static uint64_t
+io_calls(pid_t pid)
+{
+	char path[64], line[128];
+	unsigned long long v, sum = 0;
+	FILE *f;
+
+	if (pid > 0)
+		snprintf(path, sizeof(path), "/proc/%d/io", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/io");
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "syscr: %llu", &v) == 1 ||
+		    sscanf(line, "syscw: %llu", &v) == 1)
+			sum += v;
+	fclose(f);
+	return sum;
+}
+
 /* node_cpu: the node's CPU time (user + system, all threads) in ticks. */
 static void
 node_cpu(uint64_t *ticks)
@@ -944,7 +968,7 @@ latency_run(double rate, double secs, const char *what)
 {
 	char name[96];
 	uint32_t pairs = B.ndevs / 2;
-	uint64_t c0, c1, b0, b1;
+	uint64_t c0, c1, b0, b1, io0, io1, bio0, bio1;
 	struct steal_mark sm;
 	double n;
 
@@ -959,6 +983,8 @@ latency_run(double rate, double secs, const char *what)
 		    (uint64_t)(1e9 / rate);
 	node_cpu(&c0);
 	b0 = self_cpu_us();
+	io0 = io_calls(B.node_pid);
+	bio0 = io_calls(0);
 	steal_begin(&sm);
 	uv_timer_init(&B.loop, &B.tick);
 	uv_timer_start(&B.tick, lat_tick, 1, 1);
@@ -967,6 +993,8 @@ latency_run(double rate, double secs, const char *what)
 	uv_close((uv_handle_t *)&B.tick, NULL);
 	node_cpu(&c1);
 	b1 = self_cpu_us();
+	io1 = io_calls(B.node_pid);
+	bio1 = io_calls(0);
 	/* CPU per message at a paced rate: steadier than a p99 on a shared
 	 * machine, so it is what an A/B of the paced path compares. */
 	n = B.lat.n > 0 ? (double)B.lat.n : 1;
@@ -975,10 +1003,16 @@ latency_run(double rate, double secs, const char *what)
 		    rate);
 		report(name, (double)(c1 - c0) * 1e6 /
 		    (double)sysconf(_SC_CLK_TCK) / n, "us", "");
+		snprintf(name, sizeof(name), "node_io_calls_per_msg_at_%.0f",
+		    rate);
+		report(name, (double)(io1 - io0) / n, "calls", "");
 	}
 	snprintf(name, sizeof(name), "%sbench_cpu_us_per_msg_at_%.0f", what,
 	    rate);
 	report(name, (double)(b1 - b0) / n, "us", "");
+	snprintf(name, sizeof(name), "%sbench_io_calls_per_msg_at_%.0f",
+	    what, rate);
+	report(name, (double)(bio1 - bio0) / n, "calls", "");
 	snprintf(name, sizeof(name), "%shost_steal_pct_at_%.0f", what, rate);
 	report(name, steal_pct(&sm), "%", "");
 	snprintf(name, sizeof(name), "%slatency_p50_us_at_%.0f", what, rate);
