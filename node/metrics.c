@@ -113,6 +113,14 @@ static const struct metrics_def metrics_defs[] = {
 	MD(store_batches_total, MK_COUNTER, "Store transactions committed."),
 	MD(store_requests_total, MK_COUNTER,
 	    "Store requests in those transactions."),
+	MD(store_memory_bytes, MK_GAUGE,
+	    "Memory the store's backend holds (SQLite: page caches and "
+	    "statements) after its last commit; part of memory_heap_bytes."),
+	MD(memory_heap_bytes, MK_GAUGE,
+	    "Heap memory allocated and in use."),
+	MD(memory_heap_free_bytes, MK_GAUGE,
+	    "Heap memory freed but kept by the allocator for reuse: "
+	    "mostly holes between live objects."),
 };
 
 struct metrics_hdef {
@@ -446,6 +454,16 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	    (unsigned long long)m->rate_limited_total,
 	    (unsigned long long)m->protocol_errors_total,
 	    (unsigned long long)m->disk_errors_total);
+	if (m->memory_heap_bytes > 0) {
+		char heap[32], hfree[32], st[32];
+
+		metrics_human_bytes(m->memory_heap_bytes, heap, sizeof(heap));
+		metrics_human_bytes(m->memory_heap_free_bytes, hfree,
+		    sizeof(hfree));
+		metrics_human_bytes(m->store_memory_bytes, st, sizeof(st));
+		metrics_put(w, "memory:        heap %s in use (the store's "
+		    "%s), %s free in the allocator\n", heap, st, hfree);
+	}
 	if (m->fed_links_up + m->fed_inbound_up + m->fed_sent_total +
 	    m->fed_received_total + m->fed_queued > 0)
 		metrics_put(w, "federation:    %llu links out, %llu in; "

@@ -101,6 +101,14 @@ struct metrics {
 	/* Store. */
 	uint64_t store_batches_total;    /* transactions committed */
 	uint64_t store_requests_total;   /* requests in them */
+	uint64_t store_memory_bytes;     /* gauge: the backend's own (SQLite:
+	                                    page caches, statements) */
+
+	/* Memory, from the allocator (glibc's mallinfo2). */
+	uint64_t memory_heap_bytes;      /* gauge: allocated and in use, the
+	                                    store's included */
+	uint64_t memory_heap_free_bytes; /* gauge: freed but kept by the
+	                                    allocator for reuse */
 
 	/* Latencies. */
 	struct metrics_hist send_to_sent_us; /* SEND in -> SENT written */

@@ -27,6 +27,7 @@
  */
 #include "server.h"
 
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3329,6 +3330,15 @@ server_gauges(struct server *srv)
 		srv->m.store_batches_total = st.batches;
 		srv->m.store_requests_total = st.requests;
 		srv->m.fed_queued = st.fed_queued;
+		srv->m.store_memory_bytes = st.memory;
+	}
+	{
+		/* Walks every arena: fine for a scrape, not for a hot path. */
+		struct mallinfo2 mi = mallinfo2();
+
+		srv->m.memory_heap_bytes = (uint64_t)mi.uordblks +
+		    (uint64_t)mi.hblkhd;
+		srv->m.memory_heap_free_bytes = (uint64_t)mi.fordblks;
 	}
 	if (srv->fed != NULL) {
 		struct fed_stats fs;

@@ -1302,6 +1302,7 @@ store_stats(struct store *s, struct store_stats *out)
 	out->queued_bytes = db.queued_bytes;
 	out->fed_queued = db.fed_queued;
 	out->fed_queued_bytes = db.fed_queued_bytes;
+	out->memory = db.memory;
 	return 0;
 }
 

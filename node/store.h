@@ -681,6 +681,7 @@ struct store_stats {
 	uint64_t queued_bytes;
 	uint64_t fed_queued;                /* outbound federation entries */
 	uint64_t fed_queued_bytes;          /* their payload bytes */
+	uint64_t memory;                    /* bytes the backend holds now */
 	uint64_t commits;                   /* since open: transactions committed */
 	uint64_t batches;                   /* batches with writes, incl. failed */
 	uint64_t failed_batches;            /* rolled back (disk full, ...) */

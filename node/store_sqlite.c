@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,6 +596,8 @@ struct store_backend {
 	struct store_limits lim;
 	struct sq_expired *expired;         /* expire_max + 1 rows */
 	uint8_t notice[STORE_NOTICE_HDR_LEN + 256]; /* notice being built */
+	_Atomic uint64_t wmem;              /* wdb's memory after the last
+	                                       commit, for sq_stats */
 };
 
 /* --- Helpers ---------------------------------------------------------------- */
@@ -1079,11 +1082,31 @@ sq_begin(struct store_backend *be)
 	return rc == SQLITE_OK ? 0 : sq_fatal(rc);
 }
 
+/* sq_db_memory: what one connection holds (page cache, prepared
+ * statements, schema). Only its own thread may ask: NOMUTEX. Global
+ * memory statistics are off (sq_open), so this is the way to know. */
+static uint64_t
+sq_db_memory(sqlite3 *db)
+{
+	static const int ops[] = {SQLITE_DBSTATUS_CACHE_USED,
+	    SQLITE_DBSTATUS_STMT_USED, SQLITE_DBSTATUS_SCHEMA_USED};
+	uint64_t sum = 0;
+	int cur, hi;
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (sqlite3_db_status(db, ops[i], &cur, &hi, 0) == SQLITE_OK &&
+		    cur > 0)
+			sum += (uint64_t)cur;
+	return sum;
+}
+
 static int
 sq_commit(struct store_backend *be)
 {
 	int rc = sq_run(be->w[W_COMMIT]);
 
+	atomic_store_explicit(&be->wmem, sq_db_memory(be->wdb),
+	    memory_order_relaxed);
 	return rc == SQLITE_OK ? 0 : sq_fatal(rc);
 }
 
@@ -2380,16 +2403,23 @@ sq_env_fetch(struct store_backend *be, struct store_req *req)
 {
 	sqlite3_stmt *st = be->w[W_ENV_FETCH];
 	size_t addr_off[STORE_FETCH_MAX], pay_off[STORE_FETCH_MAX];
+	/*
+	 * Rows are gathered here (22 KiB of the writer's stack), then copied
+	 * to an allocation of their exact size, or none: most fetches of a
+	 * live or newly logged-in device find nothing, and a calloc of the
+	 * whole limit for each (11 KiB at 128) was most of the writer's
+	 * transient heap, freed by the loop thread into the middle of the
+	 * writer's arena (BENCHMARKS.md, idle memory).
+	 */
+	struct store_env tmp[STORE_FETCH_MAX], *envs = tmp;
 	struct sq_buf buf = {0};
-	struct store_env *envs;
 	uint32_t limit = req->u.fetch.limit;
 	uint64_t bytes = 0;
 	size_t n = 0, i;
 	int rc, err = 0;
 
-	envs = calloc(limit, sizeof(*envs));
-	if (envs == NULL)
-		return TERN_ENOMEM;
+	if (limit > STORE_FETCH_MAX)
+		limit = STORE_FETCH_MAX; /* the front checked; keep tmp safe */
 	sqlite3_bind_int64(st, 1, req->u.fetch.user_id);
 	sqlite3_bind_int64(st, 2, req->u.fetch.device_id);
 	sqlite3_bind_int64(st, 3, req->u.fetch.after_seq);
@@ -2407,6 +2437,7 @@ sq_env_fetch(struct store_backend *be, struct store_req *req)
 			break;
 		}
 		e = &envs[n];
+		memset(e, 0, sizeof(*e));
 		e->seq = sqlite3_column_int64(st, 0);
 		id = sqlite3_column_blob(st, 1);
 		if (id != NULL && sqlite3_column_bytes(st, 1) == STORE_ENV_ID_LEN)
@@ -2430,12 +2461,18 @@ sq_env_fetch(struct store_backend *be, struct store_req *req)
 	sq_reset(st);
 	if (err == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
 		err = sq_fatal(rc);
+	if (err == 0 && n > 0 &&
+	    (envs = malloc(n * sizeof(*envs))) == NULL)
+		err = TERN_ENOMEM;
 	if (err != 0) {
-		free(envs);
 		free(buf.p);
 		req->res.more = 0;
 		return err;
 	}
+	if (n == 0)
+		envs = NULL;
+	else
+		memcpy(envs, tmp, n * sizeof(*envs));
 	/* The buffer no longer moves: offsets become pointers. */
 	for (i = 0; i < n; i++) {
 		envs[i].sender_addr = (const char *)buf.p + addr_off[i];
@@ -2867,6 +2904,9 @@ sq_stats(struct store_backend *be, struct store_stats *out)
 		out->fed_queued_bytes = (uint64_t)sqlite3_column_int64(st, 1);
 	}
 	sq_reset(st);
+	/* The loop thread owns rdb; the writer published wdb's. */
+	out->memory = sq_db_memory(be->rdb) +
+	    atomic_load_explicit(&be->wmem, memory_order_relaxed);
 	return rc == SQLITE_ROW ? 0 : sq_fatal(rc);
 }
 

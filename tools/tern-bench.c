@@ -1270,6 +1270,7 @@ sc_idle(void)
 {
 	uint32_t n = B.quick ? 2000 : 15000, half = n / 2;
 	uint64_t rss0, rssh, rss1;
+	char conf[512];
 
 	printf("idle: %u authenticated idle connections\n", n);
 	devs_make(n, "i");
@@ -1280,6 +1281,10 @@ sc_idle(void)
 	node_restart();
 	run_for(1.0);
 	rss0 = node_rss_kib();
+	/* Where the memory is, by the node's own count (after each RSS
+	 * reading: the status request allocates a little). */
+	snprintf(conf, sizeof(conf), "%s/node/ternd.conf", B.dir);
+	node_status_line(conf, "memory:", "no connections:");
 	/* Then log them all in and leave them idle, in two halves: the
 	 * second half's cost is the marginal one, without what fills once
 	 * and stays bounded (SQLite's page cache, warmed by the logins'
@@ -1287,9 +1292,11 @@ sc_idle(void)
 	devs_online(half, 2);
 	run_for(2.0);
 	rssh = node_rss_kib();
+	node_status_line(conf, "memory:", "half:");
 	devs_online(n, 2);
 	run_for(2.0);
 	rss1 = node_rss_kib();
+	node_status_line(conf, "memory:", "all:");
 	report("node_rss_per_idle_conn_bytes",
 	    (double)(rss1 - rss0) * 1024.0 / n, "bytes",
 	    "target <= 1024 userspace");

@@ -141,6 +141,9 @@ TT_CASE(metrics__prometheus__expected_lines)
 	    "tern_connections_current 3\n");
 	has(t, "# TYPE tern_logins_total counter\ntern_logins_total 7\n");
 	has(t, "# TYPE tern_queued_bytes gauge\ntern_queued_bytes 1536\n");
+	has(t, "# TYPE tern_memory_heap_bytes gauge\n"
+	    "tern_memory_heap_bytes 0\n");
+	has(t, "# TYPE tern_store_memory_bytes gauge\n");
 	has(t, "\ntern_disk_errors_total 0\n");
 	has(t, "# TYPE tern_envelopes_in_total counter\n"
 	    "tern_envelopes_in_total{class=\"other\"} 0\n"
@@ -182,8 +185,8 @@ TT_CASE(metrics__prometheus__expected_lines)
 			last = v;
 		}
 	}
-	/* 37 counters and gauges, 1 labelled, 3 histograms. */
-	TT_EQ(types, 37 + 1 + 3);
+	/* 40 counters and gauges, 1 labelled, 3 histograms. */
+	TT_EQ(types, 40 + 1 + 3);
 }
 
 TT_CASE(metrics__render__bounded_output)
@@ -270,6 +273,15 @@ TT_CASE(metrics__status__rates_from_samples)
 	    "(2 samples)\n");
 	has(t, "refused:       0 over quota, 0 rate-limited; 0 protocol "
 	    "errors, 0 disk errors\n");
+	/* No memory line until the node has read its allocator. */
+	TT_ASSERT(strstr(t, "memory:") == NULL);
+	M.memory_heap_bytes = 3 * 1048576;
+	M.memory_heap_free_bytes = 512;
+	M.store_memory_bytes = 1048576 + 524288;
+	t = render(buf, sizeof(buf), 1);
+	t = render(buf, sizeof(buf), 1);
+	has(t, "memory:        heap 3.0 MiB in use (the store's 1.5 MiB), "
+	    "512 B free in the allocator\n");
 
 	/* The ring wraps: after many more samples only the last minute
 	 * counts. */

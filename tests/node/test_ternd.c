@@ -1558,6 +1558,11 @@ TT_CASE(ternd__metrics__prometheus_text_on_admin_port)
 	TT_EQ(metric(body, "tern_envelopes_delivered_total"), 1);
 	TT_EQ(metric(body, "tern_envelopes_acked_total"), 1);
 	TT_EQ(metric(body, "tern_login_failures_total"), 0);
+	/* The allocator's figures: the store's memory (SQLite's caches and
+	 * statements) is part of the heap. */
+	TT_ASSERT(metric(body, "tern_store_memory_bytes") > 0);
+	TT_ASSERT(metric(body, "tern_memory_heap_bytes") >
+	    metric(body, "tern_store_memory_bytes"));
 
 	/* The admin paths need the token; /metrics does not. */
 	ternd_http_get(&T.node, "/status", out, sizeof(out));
