@@ -117,7 +117,7 @@ static const struct metrics_def metrics_defs[] = {
 	    "Memory the store's backend holds (SQLite: page caches and "
 	    "statements) after its last commit; part of memory_heap_bytes."),
 	MD(memory_heap_bytes, MK_GAUGE,
-	    "Heap memory allocated and in use."),
+	    "Heap memory allocated and in use (glibc's allocator)."),
 	MD(memory_heap_free_bytes, MK_GAUGE,
 	    "Heap memory freed but kept by the allocator for reuse: "
 	    "mostly holes between live objects."),
