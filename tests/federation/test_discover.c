@@ -71,18 +71,7 @@ now_fn(void *arg)
 static uint16_t
 free_port(void)
 {
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-
-	TT_ASSERT(fd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	TT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	TT_EQ(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
+	return tt_free_port();
 }
 
 static void

@@ -3,7 +3,12 @@
  */
 #include "tt.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define TT_MAX_CASES 512
 
@@ -121,4 +126,51 @@ main(int argc, char **argv)
 		printf("ok %s\n", tt_cases[i].name);
 	}
 	return 0;
+}
+
+/* tt_bindable: whether 127.0.0.1:port can be bound for socktype now. */
+static int
+tt_bindable(int socktype, uint16_t port)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, socktype | SOCK_CLOEXEC, 0), ok;
+
+	if (fd < 0)
+		return 0;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons(port);
+	ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+uint16_t
+tt_free_port(void)
+{
+	unsigned lo = 32768, hi = 60999, base = 10000;
+	uint16_t r;
+	FILE *f;
+
+	/* The kernel's range for port 0 and outgoing connections. */
+	if ((f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) !=
+	    NULL) {
+		if (fscanf(f, "%u %u", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	if (lo <= base + 1000)
+		tt_fail(__FILE__, __LINE__, "no ports below the ephemeral "
+		    "range (it starts at %u)", lo);
+	for (int i = 0; i < 1000; i++) {
+		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+			tt_fail(__FILE__, __LINE__, "getrandom failed");
+		r = (uint16_t)(base + r % (lo - base));
+		/* Both kinds: a server may take the port for either (dnsmasq
+		 * binds both). */
+		if (tt_bindable(SOCK_STREAM, r) && tt_bindable(SOCK_DGRAM, r))
+			return r;
+	}
+	tt_fail(__FILE__, __LINE__, "no free port found");
 }

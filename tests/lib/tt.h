@@ -20,6 +20,17 @@
 
 typedef void (*tt_fn)(void);
 void tt_register(const char *name, tt_fn fn);
+
+/*
+ * tt_free_port: a port on 127.0.0.1 that is free now for TCP and UDP
+ * and that the kernel never hands out by itself. A port asked of the kernel (bind to port 0) comes from its
+ * ephemeral range, the same one every outgoing connection takes its
+ * local port from: between the test closing it and the server binding
+ * it, or while a stopped node is down, a connection of a test running
+ * beside it may take it. So it is drawn at random below that range and
+ * checked by binding it.
+ */
+uint16_t tt_free_port(void);
 void tt_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 

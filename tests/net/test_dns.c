@@ -116,11 +116,7 @@ udp_bound(uint16_t *port)
 static uint16_t
 free_port(void)
 {
-	uint16_t port;
-	int fd = udp_bound(&port);
-
-	close(fd);
-	return port;
+	return tt_free_port();
 }
 
 static void

@@ -172,22 +172,12 @@ ternd_untrack(struct ternd *t)
 	t->registered = false;
 }
 
-/* ternd_free_port: a port the kernel just handed out on 127.0.0.1. */
+/* ternd_free_port: a free port on 127.0.0.1 outside the kernel's
+ * ephemeral range (tt_free_port says why). */
 static uint16_t
 ternd_free_port(void)
 {
-	struct sockaddr_in a = {0};
-	socklen_t alen = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	TT_ASSERT(fd >= 0);
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = 0;
-	TT_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	TT_EQ(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-	close(fd);
-	return ntohs(a.sin_port);
+	return tt_free_port();
 }
 
 /* ternd_tcp_connect: a blocking TCP socket to 127.0.0.1:port, or -1. */
