@@ -2407,9 +2407,9 @@ sq_env_fetch(struct store_backend *be, struct store_req *req)
 	 * Rows are gathered here (22 KiB of the writer's stack), then copied
 	 * to an allocation of their exact size, or none: most fetches of a
 	 * live or newly logged-in device find nothing, and a calloc of the
-	 * whole limit for each (11 KiB at 128) was most of the writer's
-	 * transient heap, freed by the loop thread into the middle of the
-	 * writer's arena (BENCHMARKS.md, idle memory).
+	 * whole limit for each (11 KiB at 128) was the largest transient
+	 * allocation of a login storm (heaptrack; BENCHMARKS.md, idle
+	 * memory).
 	 */
 	struct store_env tmp[STORE_FETCH_MAX], *envs = tmp;
 	struct sq_buf buf = {0};

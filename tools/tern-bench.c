@@ -27,7 +27,10 @@
  * Its devices gather their ACKs as the client library does (client.h:
  * up to 10 ms or 32 ACKs, or ahead of anything else they write);
  * --ack-delay 0 ACKs each DELIVER at once, as the library did before it
- * gathered them. Node CPU time per delivered message comes from /proc/PID/stat. The
+ * gathered them.
+ *
+ * Node CPU time per delivered message comes from /proc/PID/stat, system
+ * calls from /proc/PID/io, the host's stolen time from /proc/stat. The
  * node runs in its own process; this tool uses one loop on one thread.
  * Results print as a table and, with --json, as JSON.
  */
@@ -114,8 +117,8 @@ static struct {
 	struct lat raw;             /* latency from the actual send */
 	uv_timer_t tick;            /* rate pacing */
 	uint32_t ack_delay_ms;      /* devices gather ACKs this long; 0: none */
-	struct dev *ack_head;       /* devices with ACKs gathered, oldest */
-	struct dev *ack_tail;       /* first; newest */
+	struct dev *ack_head;       /* devices with ACKs gathered: oldest */
+	struct dev *ack_tail;       /* and newest */
 	uv_timer_t ack_timer;       /* due when the head's delay ends */
 	double rate;                /* latency: offered messages/s */
 	bool quick;                 /* shorter runs */
