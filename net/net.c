@@ -14,6 +14,7 @@
 #define NET_F_DIRTY 0x08      /* in nl->dirty */
 #define NET_F_CONNECTED 0x10  /* TCP connected (initiator) */
 #define NET_F_ABORT 0x20      /* close without flushing */
+#define NET_F_HEAP 0x40       /* from malloc: no slab for its size */
 
 #define NET_LIST_NONE 0
 #define NET_LIST_HS 1
@@ -329,8 +330,40 @@ net_check_cb(uv_check_t *h)
 static void
 net_handle_closed(struct net_loop *nl)
 {
-	if (--nl->open_handles == 0 && nl->closing && nl->close_cb != NULL)
+	if (--nl->open_handles != 0 || !nl->closing)
+		return;
+	/* Every connection is gone: give their chunks back. */
+	for (size_t i = 0; i < NET_CONN_SLABS; i++)
+		slab_fini(&nl->conn_slabs[i]);
+	if (nl->close_cb != NULL)
 		nl->close_cb(nl->close_arg);
+}
+
+/* net_conn_slab: the pool for connections of size bytes, taking a free
+ * slot for a new size; NULL when every slot has another size. */
+static struct slab *
+net_conn_slab(struct net_loop *nl, size_t size)
+{
+	size_t want = (size + SLAB_ALIGN - 1) & ~(size_t)(SLAB_ALIGN - 1);
+
+	for (size_t i = 0; i < NET_CONN_SLABS; i++) {
+		struct slab *s = &nl->conn_slabs[i];
+
+		if (s->size == want)
+			return s;
+		if (s->size == 0)
+			return slab_init(s, size) == 0 ? s : NULL;
+	}
+	return NULL;
+}
+
+static void
+net_conn_free(struct net_conn *c)
+{
+	if (c->flags & NET_F_HEAP)
+		free(c);
+	else
+		slab_free(net_conn_slab(c->nl, sizeof(*c) + c->app_size), c);
 }
 
 static void
@@ -345,7 +378,7 @@ net_conn_close_cb(uv_handle_t *h)
 	free(c->out);
 	nl->nconns--;
 	sodium_memzero(c->app, c->app_size);
-	free(c);
+	net_conn_free(c);
 	net_handle_closed(nl);
 }
 
@@ -460,15 +493,20 @@ static struct net_conn *
 net_conn_new(struct net_loop *nl, const struct net_conn_cbs *cbs,
     size_t app_size)
 {
+	struct slab *s = net_conn_slab(nl, sizeof(struct net_conn) + app_size);
 	struct net_conn *c;
 
-	if ((c = calloc(1, sizeof(*c) + app_size)) == NULL)
+	if (s != NULL)
+		c = slab_alloc(s);
+	else if ((c = calloc(1, sizeof(*c) + app_size)) != NULL)
+		c->flags |= NET_F_HEAP;
+	if (c == NULL)
 		return NULL;
 	c->nl = nl;
 	c->cbs = cbs;
-	c->app_size = app_size;
+	c->app_size = (uint32_t)app_size; /* <= NET_APP_MAX */
 	if (uv_tcp_init(nl->loop, &c->tcp) != 0) {
-		free(c);
+		net_conn_free(c);
 		return NULL;
 	}
 	c->tcp.data = c;
@@ -642,6 +680,8 @@ net_listen(struct net_loop *nl, const char *host, uint16_t port,
 
 	if (nl->closing)
 		return TERN_ESTATE;
+	if (app_size > NET_APP_MAX)
+		return TERN_EINVAL;
 	if ((r = net_addr(host, port, &ss)) != 0)
 		return r;
 	if ((l = calloc(1, sizeof(*l))) == NULL)
@@ -736,6 +776,8 @@ net_connect(struct net_loop *nl, const char *host, uint16_t port,
 
 	if (nl->closing)
 		return TERN_ESTATE;
+	if (app_size > NET_APP_MAX)
+		return TERN_EINVAL;
 	if ((r = net_addr(host, port, &ss)) != 0)
 		return r;
 	if ((cr = calloc(1, sizeof(*cr))) == NULL)

@@ -23,9 +23,12 @@
 #include <uv.h>
 
 #include "chan.h"
+#include "slab.h"
 #include "tern_err.h"
 
 #define NET_READ_BUF (64 * 1024 + 4) /* the shared read buffer */
+#define NET_APP_MAX (64u * 1024) /* owner data per connection, at most */
+#define NET_CONN_SLABS 4 /* connection sizes pooled per loop; more: malloc */
 #define NET_OUT_LIMIT_DEFAULT (4u * 1024 * 1024) /* queued output cap */
 
 struct net_conn;
@@ -76,6 +79,9 @@ struct net_loop {
 	void *close_arg;            /* its argument */
 	uint32_t open_handles;      /* own handles not yet closed */
 	uint32_t ticks;             /* tick count, for the slower sweeps */
+	/* Connections come from these, one per size (owner data differs
+	 * between listeners): not malloc, see slab.h. Unused if size 0. */
+	struct slab conn_slabs[NET_CONN_SLABS];
 };
 
 struct net_conn {
@@ -85,17 +91,20 @@ struct net_conn {
 	struct net_listener *listener; /* where it came from, or NULL */
 	const struct net_conn_cbs *cbs; /* owner's callbacks */
 	uint8_t *out;               /* queued wire bytes, or NULL */
-	uint32_t out_len;           /* bytes in out */
-	uint32_t out_cap;           /* allocated */
-	uint32_t inflight;          /* bytes in a uv_write not yet done */
 	uint64_t deadline;          /* hs deadline or last heard (ms) */
 	struct net_conn *prev, *next; /* in nl->hs or nl->idle */
 	struct net_conn *dirty_next;  /* in nl->dirty */
+	/* The small fields together, without padding: an idle connection
+	 * is mostly this struct (BENCHMARKS.md). */
+	uint32_t out_len;           /* bytes in out */
+	uint32_t out_cap;           /* allocated */
+	uint32_t inflight;          /* bytes in a uv_write not yet done */
 	int close_err;              /* why it is closing */
+	uint32_t app_size;          /* bytes of owner data after this */
 	uint8_t list;               /* which list: 0 none, 1 hs, 2 idle */
 	uint8_t flags;              /* NET_F_* */
-	size_t app_size;            /* bytes of owner data after this */
-	_Alignas(16) uint8_t app[]; /* the owner's data */
+	_Alignas(8) uint8_t app[];  /* the owner's data (pointers at most:
+	                               connections come from slab.h) */
 };
 
 /* net_loop_init: sets up the shared state on loop. */

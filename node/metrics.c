@@ -121,6 +121,9 @@ static const struct metrics_def metrics_defs[] = {
 	MD(memory_heap_free_bytes, MK_GAUGE,
 	    "Heap memory freed but kept by the allocator for reuse: "
 	    "mostly holes between live objects."),
+	MD(memory_slab_bytes, MK_GAUGE,
+	    "Memory mapped for connections, sessions and users, outside "
+	    "the heap: pools of 64 KiB chunks."),
 };
 
 struct metrics_hdef {
@@ -455,14 +458,16 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	    (unsigned long long)m->protocol_errors_total,
 	    (unsigned long long)m->disk_errors_total);
 	if (m->memory_heap_bytes > 0) {
-		char heap[32], hfree[32], st[32];
+		char heap[32], hfree[32], st[32], slab[32];
 
 		metrics_human_bytes(m->memory_heap_bytes, heap, sizeof(heap));
 		metrics_human_bytes(m->memory_heap_free_bytes, hfree,
 		    sizeof(hfree));
 		metrics_human_bytes(m->store_memory_bytes, st, sizeof(st));
+		metrics_human_bytes(m->memory_slab_bytes, slab, sizeof(slab));
 		metrics_put(w, "memory:        heap %s in use (the store's "
-		    "%s), %s free in the allocator\n", heap, st, hfree);
+		    "%s), %s free in the allocator; %s mapped for "
+		    "connections\n", heap, st, hfree, slab);
 	}
 	if (m->fed_links_up + m->fed_inbound_up + m->fed_sent_total +
 	    m->fed_received_total + m->fed_queued > 0)

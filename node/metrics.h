@@ -109,6 +109,9 @@ struct metrics {
 	                                    store's included */
 	uint64_t memory_heap_free_bytes; /* gauge: freed but kept by the
 	                                    allocator for reuse */
+	uint64_t memory_slab_bytes;      /* gauge: mapped for connections,
+	                                    sessions and users (slab.h),
+	                                    outside the heap */
 
 	/* Latencies. */
 	struct metrics_hist send_to_sent_us; /* SEND in -> SENT written */

@@ -47,6 +47,7 @@
 #include "ratelimit.h"
 #include "rcache.h"
 #include "sig.h"
+#include "slab.h"
 #include "store.h"
 
 #define SRV_FETCH_BATCH 128        /* envelopes per fetch */
@@ -63,7 +64,6 @@
                                       this long for the device's ACK */
 #define SRV_HOLD_MAX 65536         /* writes held back at once */
 #define SRV_HOLD_BYTES (32u << 20) /* and their payload and context */
-#define SRV_NAME_BUCKETS 65536     /* online users by name */
 #define SRV_BUNDLE_BURST 6         /* bundle fetches per pair at once */
 #define SRV_BUNDLE_INTERVAL_MS 100000 /* one more per 100 s (12.3) */
 #define SRV_BUNDLE_PAIRS_MAX 65536 /* rate-limit buckets held */
@@ -86,24 +86,25 @@ struct psub {
 	struct psub *next_s;        /* in sub->subs */
 };
 
-/* What the node knows of a user while anyone is online or watching. */
+/* What the node knows of a user while anyone is online or watching.
+ * Widest fields first: no padding before the name. */
 struct nuser {
 	int64_t user_id;            /* store id */
-	uint32_t refs;              /* sessions + subscriptions */
 	struct session *sessions;   /* its logged-in devices */
-	uint32_t online;            /* how many */
 	struct psub *subs;          /* who watches it */
 	struct rview *rviews;       /* who, in other domains, watches it */
-	uint32_t nrviews;           /* how many */
 	int64_t last_seen_ms;       /* last activity we know of */
-	int privacy;                /* STORE_LASTSEEN_* */
-	bool shown_online;          /* what subscribers were last told */
 	int64_t offline_at;         /* when to tell them "offline" (0: no) */
 	double tokens;              /* send rate limit bucket */
 	uint64_t tokens_ms;         /* its last refill */
 	struct nuser *hnext;        /* hash chain */
 	struct nuser *nnext;        /* chain in the by-name hash */
 	struct nuser *onext;        /* in srv->going_offline */
+	uint32_t refs;              /* sessions + subscriptions */
+	uint32_t online;            /* how many */
+	uint32_t nrviews;           /* how many */
+	int privacy;                /* STORE_LASTSEEN_* */
+	bool shown_online;          /* what subscribers were last told */
 	/* The local part, allocated to its length: an idle connection's
 	 * user is a good part of what the connection costs (BENCHMARKS). */
 	char name[];
@@ -116,24 +117,13 @@ enum session_state {
 };
 
 /* Owner data of a client connection (net_conn_data). */
+/* The 32- and 8-bit fields come last, together, so that no padding
+ * sits between fields: every idle connection has one. */
 struct session {
 	struct server *srv;         /* the node */
 	struct net_conn *conn;      /* the connection */
 	struct nuser *user;         /* once logged in */
-	uint32_t device_id;         /* once logged in */
-	uint8_t state;              /* enum session_state */
-	bool live;                  /* backlog drained: push on commit */
-	bool fetching;              /* a store_fetch is under way */
-	bool dirty;                 /* commits for us during the fetch */
-	bool fetch_more;            /* the store has more for us */
-	uint32_t inflight;          /* pushed, not yet acknowledged */
-	uint32_t fed_waiting;       /* envelopes for us waiting for their
-	                               commit to be pushed, since one from
-	                               another domain found no room: later
-	                               ones wait too, so none overtakes */
 	int64_t last_seq;           /* highest seq fetched or pushed */
-	uint32_t nsubs;             /* presence subscriptions, local and
-	                               remote targets */
 	struct psub *subs;          /* of local users */
 	struct rwatch *rwatches;    /* of users of other domains */
 	struct session *unext;      /* in user->sessions */
@@ -141,7 +131,20 @@ struct session {
 	                               held back, in arrival order (also in
 	                               srv->held): flushed without a scan */
 	struct req_ctx *held_last;
+	uint32_t device_id;         /* once logged in */
+	uint32_t inflight;          /* pushed, not yet acknowledged */
+	uint32_t fed_waiting;       /* envelopes for us waiting for their
+	                               commit to be pushed, since one from
+	                               another domain found no room: later
+	                               ones wait too, so none overtakes */
+	uint32_t nsubs;             /* presence subscriptions, local and
+	                               remote targets */
 	uint32_t pending;           /* store requests holding this session */
+	uint8_t state;              /* enum session_state */
+	bool live;                  /* backlog drained: push on commit */
+	bool fetching;              /* a store_fetch is under way */
+	bool dirty;                 /* commits for us during the fetch */
+	bool fetch_more;            /* the store has more for us */
 };
 
 /* A store request's context: the session may close before it completes,
@@ -184,6 +187,14 @@ struct req_ctx {
 	int64_t target_user;        /* BUNDLE_GET: whose bundles */
 };
 
+/* A user's name lives in its nuser, so users come in sizes: one pool per
+ * SLAB_ALIGN bytes of name, the smallest for the shortest names. */
+#define SRV_USER_BYTES(nlen) (offsetof(struct nuser, name) + (nlen) + 1)
+#define SRV_USER_SLAB(nlen) \
+	((SRV_USER_BYTES(nlen) + SLAB_ALIGN - 1) / SLAB_ALIGN - \
+	 (SRV_USER_BYTES(0) + SLAB_ALIGN - 1) / SLAB_ALIGN)
+#define SRV_USER_SLABS (SRV_USER_SLAB(STORE_NAME_MAX) + 1)
+
 struct server {
 	uv_loop_t *loop;            /* everything runs here */
 	struct node_config cfg;     /* configuration (copy) */
@@ -199,8 +210,8 @@ struct server {
 	uv_timer_t timer;           /* expiry, presence, sampling, shedding */
 	uint64_t next_expire;       /* when to run store_expire next */
 	struct nuser **users;       /* hash of nuser by user_id */
-	struct nuser **names;       /* the same by name (SRV_NAME_BUCKETS) */
-	uint32_t nbuckets;          /* power of two */
+	struct nuser **names;       /* the same by name */
+	uint32_t nbuckets;          /* of each; a power of two */
 	uint32_t nusers;            /* entries */
 	struct nuser *going_offline; /* users whose devices all left */
 	struct req_ctx *deferred;   /* receipts held while overloaded */
@@ -231,6 +242,13 @@ struct server {
 	void (*done)(void *, int);  /* called when stopped */
 	void *done_arg;             /* its argument */
 	int status;                 /* exit status for done */
+	/* Sessions and users live as long as connections: kept apart from
+	 * the heap's short-lived allocations (slab.h). */
+	struct slab session_slab;
+	struct slab user_slabs[SRV_USER_SLABS];
+	uint64_t trim_total;        /* connections_total at the last trim */
+	uint64_t trim_current;      /* connections_current then */
+	uint64_t trim_ms;           /* when it ran (loop time) */
 };
 
 static void session_fetch(struct session *ss);
@@ -282,34 +300,57 @@ user_find(struct server *srv, int64_t id)
 	return NULL;
 }
 
-static void
-user_grow(struct server *srv)
-{
-	uint32_t nb = srv->nbuckets * 2, i;
-	struct nuser **b = calloc(nb, sizeof(*b)), *u, *next;
-
-	if (b == NULL)
-		return; /* longer chains, still correct */
-	for (i = 0; i < srv->nbuckets; i++) {
-		for (u = srv->users[i]; u != NULL; u = next) {
-			next = u->hnext;
-			u->hnext = b[user_hash(u->user_id) & (nb - 1)];
-			b[user_hash(u->user_id) & (nb - 1)] = u;
-		}
-	}
-	free(srv->users);
-	srv->users = b;
-	srv->nbuckets = nb;
-}
-
 static uint32_t
-name_hash(const char *name)
+name_hash_full(const char *name)
 {
 	uint32_t h = 2166136261u;
 
 	while (*name)
 		h = (h ^ (uint8_t)*name++) * 16777619u;
-	return h & (SRV_NAME_BUCKETS - 1);
+	return h;
+}
+
+/* name_bucket: a name's bucket in srv->names, sized like srv->users. */
+static uint32_t
+name_bucket(const struct server *srv, const char *name)
+{
+	return name_hash_full(name) & (srv->nbuckets - 1);
+}
+
+/* user_grow: both tables twice the size, so that they grow with the
+ * users rather than start at their largest (an idle connection's share
+ * of a fixed 64k-bucket table was 35 B at 15,000: BENCHMARKS.md). */
+static void
+user_grow(struct server *srv)
+{
+	uint32_t nb = srv->nbuckets * 2, i, h;
+	struct nuser **b = calloc(nb, sizeof(*b)), *u, *next;
+	struct nuser **n = calloc(nb, sizeof(*n));
+
+	if (b == NULL || n == NULL) {
+		free(b);
+		free(n);
+		return; /* longer chains, still correct */
+	}
+	for (i = 0; i < srv->nbuckets; i++) {
+		for (u = srv->users[i]; u != NULL; u = next) {
+			next = u->hnext;
+			h = user_hash(u->user_id) & (nb - 1);
+			u->hnext = b[h];
+			b[h] = u;
+		}
+		for (u = srv->names[i]; u != NULL; u = next) {
+			next = u->nnext;
+			h = name_hash_full(u->name) & (nb - 1);
+			u->nnext = n[h];
+			n[h] = u;
+		}
+	}
+	free(srv->users);
+	free(srv->names);
+	srv->users = b;
+	srv->names = n;
+	srv->nbuckets = nb;
 }
 
 /* user_by_name: the nuser of a user someone is online as or watches. */
@@ -318,7 +359,7 @@ user_by_name(struct server *srv, const char *name)
 {
 	struct nuser *u;
 
-	for (u = srv->names[name_hash(name)]; u != NULL; u = u->nnext)
+	for (u = srv->names[name_bucket(srv, name)]; u != NULL; u = u->nnext)
 		if (strcmp(u->name, name) == 0)
 			return u;
 	return NULL;
@@ -338,7 +379,8 @@ user_get(struct server *srv, int64_t id, const char *name)
 		u->refs++;
 		return u;
 	}
-	if ((u = calloc(1, sizeof(*u) + nlen + 1)) == NULL)
+	/* The pool whose objects have room for the name and its NUL. */
+	if ((u = slab_alloc(&srv->user_slabs[SRV_USER_SLAB(nlen)])) == NULL)
 		return NULL;
 	u->user_id = id;
 	memcpy(u->name, name, nlen);
@@ -355,7 +397,7 @@ user_get(struct server *srv, int64_t id, const char *name)
 	b = user_hash(id) & (srv->nbuckets - 1);
 	u->hnext = srv->users[b];
 	srv->users[b] = u;
-	b = name_hash(u->name);
+	b = name_bucket(srv, u->name);
 	u->nnext = srv->names[b];
 	srv->names[b] = u;
 	srv->nusers++;
@@ -382,7 +424,7 @@ user_put(struct server *srv, struct nuser *u)
 			break;
 		}
 	}
-	for (pp = &srv->names[name_hash(u->name)]; *pp != NULL;
+	for (pp = &srv->names[name_bucket(srv, u->name)]; *pp != NULL;
 	    pp = &(*pp)->nnext) {
 		if (*pp == u) {
 			*pp = u->nnext;
@@ -390,7 +432,7 @@ user_put(struct server *srv, struct nuser *u)
 		}
 	}
 	srv->nusers--;
-	free(u);
+	slab_free(&srv->user_slabs[SRV_USER_SLAB(strlen(u->name))], u);
 }
 
 /* --- sending to a session -------------------------------------------- */
@@ -503,7 +545,7 @@ static void
 session_release(struct session *ss)
 {
 	if (--ss->pending == 0 && ss->state == SS_GONE)
-		free(ss);
+		slab_free(&ss->srv->session_slab, ss);
 }
 
 static void
@@ -2353,6 +2395,9 @@ forward_remote(struct session *ss, const struct msg *m,
 #define SRV_RWATCH_RENEW_MS (4u * 60 * 1000)
 #define SRV_RVIEW_LEASE_MS (10u * 60 * 1000)
 #define SRV_RVIEW_SWEEP_MS (60u * 1000)
+/* Heap trims (server_trim): at most this long apart while connections
+ * keep coming and handshakes are always in progress. */
+#define SRV_TRIM_MAX_MS 10000
 #define SRV_RVIEWS_PER_USER 1024   /* remote viewers of one user */
 #define SRV_RVIEWS_MAX 262144      /* of all users together */
 
@@ -3145,7 +3190,7 @@ static void
 session_open(struct net_conn *conn)
 {
 	struct server *srv = net_listener_data(net_conn_listener(conn));
-	struct session *ss = calloc(1, sizeof(*ss));
+	struct session *ss = slab_alloc(&srv->session_slab);
 
 	if (ss == NULL) {
 		net_conn_abort(conn, TERN_ENOMEM);
@@ -3275,6 +3320,35 @@ fetch_retry(struct server *srv)
 					session_fetch(ss);
 }
 
+/*
+ * server_trim: gives the heap's free pages back to the kernel once
+ * connections have come or gone. A storm of logins frees, when it ends,
+ * everything its handshakes and store requests held; the connections
+ * themselves live in slabs, so that memory is whole free pages, not holes
+ * between them. glibc returns free pages by itself only from the top of
+ * the heap; malloc_trim returns those inside too. Measured 0.2-0.5 ms at
+ * 15,000 idle connections, so it waits for the handshakes in progress to
+ * finish (or SRV_TRIM_MAX_MS) and runs at most once a tick.
+ */
+static void
+server_trim(struct server *srv, uint64_t now)
+{
+#ifdef __GLIBC__
+	if (srv->m.connections_total == srv->trim_total &&
+	    srv->m.connections_current == srv->trim_current)
+		return;
+	if (srv->nl.nunauth > 0 && now - srv->trim_ms < SRV_TRIM_MAX_MS)
+		return;
+	srv->trim_total = srv->m.connections_total;
+	srv->trim_current = srv->m.connections_current;
+	srv->trim_ms = now;
+	(void)malloc_trim(0);
+#else
+	(void)srv;
+	(void)now;
+#endif
+}
+
 static void
 server_tick(uv_timer_t *t)
 {
@@ -3299,6 +3373,7 @@ server_tick(uv_timer_t *t)
 		    srv) != 0)
 			srv->expiring = false;
 	}
+	server_trim(srv, now);
 }
 
 /* --- metrics and admin over loopback HTTP ---------------------------- */
@@ -3340,6 +3415,13 @@ server_gauges(struct server *srv)
 		    (uint64_t)mi.hblkhd;
 		srv->m.memory_heap_free_bytes = (uint64_t)mi.fordblks;
 	}
+	srv->m.memory_slab_bytes = slab_mapped_bytes(&srv->session_slab);
+	for (size_t i = 0; i < SRV_USER_SLABS; i++)
+		srv->m.memory_slab_bytes +=
+		    slab_mapped_bytes(&srv->user_slabs[i]);
+	for (size_t i = 0; i < NET_CONN_SLABS; i++)
+		srv->m.memory_slab_bytes +=
+		    slab_mapped_bytes(&srv->nl.conn_slabs[i]);
 	if (srv->fed != NULL) {
 		struct fed_stats fs;
 		fed_stats(srv->fed, &fs);
@@ -3485,6 +3567,14 @@ server_http(void *arg, const struct http_request *req,
 /* --- start and stop -------------------------------------------------- */
 
 static void
+server_slabs_fini(struct server *srv)
+{
+	slab_fini(&srv->session_slab);
+	for (size_t i = 0; i < SRV_USER_SLABS; i++)
+		slab_fini(&srv->user_slabs[i]);
+}
+
+static void
 server_part_closed(struct server *srv)
 {
 	if (--srv->closing_parts == 0) {
@@ -3496,6 +3586,7 @@ server_part_closed(struct server *srv)
 		free(srv->pp);
 		ratelimit_free(srv->bundle_rl);
 		rcache_free(srv->rcache);
+		server_slabs_fini(srv);
 		sodium_memzero(srv->priv, sizeof(srv->priv));
 		sodium_memzero(srv->admin_token, sizeof(srv->admin_token));
 		free(srv);
@@ -3629,8 +3720,17 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	srv->done = done;
 	srv->done_arg = arg;
 	srv->nbuckets = SRV_USERS_BUCKETS0;
+	/* Neither maps anything before its first object. */
+	r = slab_init(&srv->session_slab, sizeof(struct session));
+	for (size_t i = 0; r == 0 && i < SRV_USER_SLABS; i++)
+		r = slab_init(&srv->user_slabs[i],
+		    SRV_USER_BYTES(0) + i * SLAB_ALIGN);
+	if (r != 0) {
+		free(srv);
+		return r;
+	}
 	if ((srv->users = calloc(srv->nbuckets, sizeof(*srv->users))) == NULL ||
-	    (srv->names = calloc(SRV_NAME_BUCKETS, sizeof(*srv->names))) ==
+	    (srv->names = calloc(srv->nbuckets, sizeof(*srv->names))) ==
 	    NULL ||
 	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL ||
 	    ratelimit_new(SRV_BUNDLE_BURST, SRV_BUNDLE_INTERVAL_MS,
@@ -3746,6 +3846,7 @@ fail:
 	free(srv->pp);
 	ratelimit_free(srv->bundle_rl);
 	rcache_free(srv->rcache);
+	server_slabs_fini(srv);
 	free(srv);
 	return r != 0 ? r : TERN_EIO;
 }

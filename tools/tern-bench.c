@@ -290,6 +290,30 @@ node_rss_kib(void)
 	return kib;
 }
 
+/* node_rss_split: prints what the node's RSS is made of: its own memory
+ * (anonymous), files mapped (the binary, libraries) and shared memory
+ * (SQLite's WAL index), so that a change in one is not read as the
+ * connections' cost. */
+static void
+node_rss_split(const char *label)
+{
+	char path[64], line[256];
+	unsigned long anon = 0, file = 0, shmem = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)B.node_pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		(void)sscanf(line, "RssAnon: %lu kB", &anon);
+		(void)sscanf(line, "RssFile: %lu kB", &file);
+		(void)sscanf(line, "RssShmem: %lu kB", &shmem);
+	}
+	fclose(f);
+	printf("  %s rss: %lu KiB anonymous, %lu KiB files, %lu KiB shared\n",
+	    label, anon, file, shmem);
+}
+
 static int
 run_wait(char *const argv[], const char *out_path)
 {
@@ -395,6 +419,7 @@ node_restart(void)
 	kill(B.node_pid, SIGTERM);
 	waitpid(B.node_pid, &st, 0);
 	node_run();
+	printf("  (node restarted: pid %d)\n", (int)B.node_pid);
 }
 
 static void
@@ -1284,6 +1309,7 @@ sc_idle(void)
 	node_restart();
 	run_for(1.0);
 	rss0 = node_rss_kib();
+	node_rss_split("no connections:");
 	/* Where the memory is, by the node's own count (after each RSS
 	 * reading: the status request allocates a little). */
 	snprintf(conf, sizeof(conf), "%s/node/ternd.conf", B.dir);
@@ -1295,10 +1321,12 @@ sc_idle(void)
 	devs_online(half, 2);
 	run_for(2.0);
 	rssh = node_rss_kib();
+	node_rss_split("half:");
 	node_status_line(conf, "memory:", "half:");
 	devs_online(n, 2);
 	run_for(2.0);
 	rss1 = node_rss_kib();
+	node_rss_split("all:");
 	node_status_line(conf, "memory:", "all:");
 	report("node_rss_per_idle_conn_bytes",
 	    (double)(rss1 - rss0) * 1024.0 / n, "bytes",

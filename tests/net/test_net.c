@@ -341,3 +341,102 @@ TT_CASE(net__send__over_output_cap_aborts)
 	TT_EQ(T.srv.closed, 1);
 	TT_EQ(T.srv.msgs, 0);
 }
+
+/* Connections come from per-loop pools, one per size of owner data, and
+ * from malloc past NET_CONN_SLABS sizes or past a pool's largest object.
+ * Either way the owner data is zeroed and kept whole, and the loop's
+ * close gives every pool's chunks back. */
+static const size_t pool_sizes[] = {0, 100, 200, 300, 5000};
+#define POOL_CONNS (sizeof(pool_sizes) / sizeof(pool_sizes[0]))
+static struct net_conn *pool_conn[POOL_CONNS];
+
+static size_t
+pool_index(struct net_conn *c)
+{
+	for (size_t i = 0; i < POOL_CONNS; i++)
+		if (pool_conn[i] == c)
+			return i;
+	TT_ASSERT(0);
+	return 0;
+}
+
+static void
+pool_open(struct net_conn *c)
+{
+	size_t i = pool_index(c), n = pool_sizes[i];
+	uint8_t *d = net_conn_data(c);
+
+	T.cli.opened++;
+	for (size_t k = 0; k < n; k++) {
+		TT_EQ(d[k], 0);
+		d[k] = (uint8_t)(i + k);
+	}
+	TT_OK(net_conn_send(c, (const uint8_t *)"ping", 4));
+}
+
+static int
+pool_message(struct net_conn *c, const uint8_t *m, size_t n)
+{
+	T.cli.msgs++;
+	return 0;
+}
+
+static void
+pool_closed(struct net_conn *c, int err)
+{
+	size_t i = pool_index(c), n = pool_sizes[i];
+	const uint8_t *d = net_conn_data(c);
+
+	for (size_t k = 0; k < n; k++)
+		TT_EQ(d[k], (uint8_t)(i + k));
+	side_closed(&T.cli, err);
+}
+
+static const struct net_conn_cbs pool_cbs = {
+	.open = pool_open,
+	.message = pool_message,
+	.closed = pool_closed,
+};
+
+TT_CASE(net__conn__pooled_by_size_or_from_malloc)
+{
+	struct net_conn *c;
+	uint16_t port;
+	size_t slabs = 0, in_use = 0;
+
+	net_test_setup(NULL);
+	T.close_at = 2 * (int)POOL_CONNS;
+	port = listen_any();                 /* owner data of 16 bytes */
+	TT_ERR(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT,
+	    CHAN_XX, T.cs, NULL, 4096, &pool_cbs, NET_APP_MAX + 1, &c),
+	    TERN_EINVAL);
+	for (size_t i = 0; i < POOL_CONNS; i++)
+		TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT,
+		    CHAN_XX, T.cs, NULL, 4096, &pool_cbs, pool_sizes[i],
+		    &pool_conn[i]));
+	while (T.cli.msgs < (int)POOL_CONNS)
+		uv_run(&T.loop, UV_RUN_ONCE);
+	TT_EQ(T.srv.opened, (int)POOL_CONNS);
+	/* The clients' connections are made first: 0, 100, 200 and 300
+	 * bytes take the four pools, 5000 is past SLAB_OBJ_MAX, and the
+	 * server's side (16 bytes) finds every slot taken. */
+	for (size_t i = 0; i < NET_CONN_SLABS; i++) {
+		if (T.nl.conn_slabs[i].size == 0)
+			continue;
+		slabs++;
+		in_use += T.nl.conn_slabs[i].in_use;
+		TT_EQ(T.nl.conn_slabs[i].chunks, 1);
+	}
+	TT_EQ(slabs, NET_CONN_SLABS);
+	TT_EQ(in_use, 4);
+	TT_EQ(T.nl.conn_slabs[0].size, sizeof(struct net_conn));
+	TT_EQ(T.nl.conn_slabs[3].size, sizeof(struct net_conn) + 304);
+	for (size_t i = 0; i < POOL_CONNS; i++)
+		net_conn_close(pool_conn[i], 0);
+	tt_uv_close(&T.loop);
+	TT_EQ(T.cli.msgs, (int)POOL_CONNS);
+	TT_EQ(T.cli.closed, (int)POOL_CONNS);
+	TT_EQ(T.srv.closed, (int)POOL_CONNS);
+	for (size_t i = 0; i < NET_CONN_SLABS; i++)
+		TT_EQ(T.nl.conn_slabs[i].chunks, 0);
+}

@@ -185,8 +185,8 @@ TT_CASE(metrics__prometheus__expected_lines)
 			last = v;
 		}
 	}
-	/* 40 counters and gauges, 1 labelled, 3 histograms. */
-	TT_EQ(types, 40 + 1 + 3);
+	/* 41 counters and gauges, 1 labelled, 3 histograms. */
+	TT_EQ(types, 41 + 1 + 3);
 }
 
 TT_CASE(metrics__render__bounded_output)
@@ -278,10 +278,12 @@ TT_CASE(metrics__status__rates_from_samples)
 	M.memory_heap_bytes = 3 * 1048576;
 	M.memory_heap_free_bytes = 512;
 	M.store_memory_bytes = 1048576 + 524288;
+	M.memory_slab_bytes = 3 * 65536;
 	t = render(buf, sizeof(buf), 1);
 	t = render(buf, sizeof(buf), 1);
 	has(t, "memory:        heap 3.0 MiB in use (the store's 1.5 MiB), "
-	    "512 B free in the allocator\n");
+	    "512 B free in the allocator; 192.0 KiB mapped for "
+	    "connections\n");
 
 	/* The ring wraps: after many more samples only the last minute
 	 * counts. */

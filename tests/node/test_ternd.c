@@ -1573,6 +1573,10 @@ TT_CASE(ternd__metrics__prometheus_text_on_admin_port)
 	TT_ASSERT(metric(body, "tern_memory_heap_bytes") >
 	    metric(body, "tern_store_memory_bytes"));
 #endif
+	/* Connections, sessions and users live in 64 KiB chunks: two
+	 * connections are open, so each pool has one. */
+	TT_ASSERT(metric(body, "tern_memory_slab_bytes") >= 3 * 65536);
+	TT_EQ((int64_t)metric(body, "tern_memory_slab_bytes") % 65536, 0);
 
 	/* The admin paths need the token; /metrics does not. */
 	ternd_http_get(&T.node, "/status", out, sizeof(out));
