@@ -860,6 +860,33 @@ report(const char *name, double value, const char *unit, const char *target)
 	}
 }
 
+/*
+ * host_calibrate: how long one X25519 takes here, now. This host's speed
+ * drifts by a fifth or more within an hour with no steal to show for it
+ * (BENCHMARKS.md), and logins are X25519-bound: the figure lets runs of
+ * different hours be compared.
+ */
+static void
+host_calibrate(void)
+{
+	uint8_t k[32], p[32], q[32];
+	uint64_t t0;
+	int i, n = 2000;
+
+	randombytes_buf(k, sizeof(k));
+	if (crypto_scalarmult_curve25519_base(p, k) != 0)
+		die("X25519");
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		k[i % 32] ^= (uint8_t)i;
+		if (crypto_scalarmult_curve25519(q, k, p) != 0)
+			die("X25519");
+	}
+	report("host_x25519_us", (double)(now_ns() - t0) / 1e3 / n, "us",
+	    "(calibration: one X25519 here, now)");
+	sodium_memzero(k, sizeof(k));
+}
+
 /* --- scenarios ------------------------------------------------------- */
 
 /* node_status_line: the line of one node's `ternd status` that starts
@@ -1509,6 +1536,7 @@ main(int argc, char **argv)
 		fprintf(B.json, "{");
 		B.json_first = 1;
 	}
+	host_calibrate();
 	all = optind == argc;
 	for (int i = optind; i <= argc; i++) {
 		const char *s = i < argc ? argv[i] : NULL;
