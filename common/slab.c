@@ -73,16 +73,30 @@ slab_push(struct slab_chunk **head, struct slab_chunk *c)
 	*head = c;
 }
 
-/* slab_map: a fresh chunk aligned to SLAB_CHUNK. The kernel aligns only
- * to pages, so map twice the size and give back what sticks out. */
+/*
+ * slab_map: a fresh chunk aligned to SLAB_CHUNK. The kernel aligns only
+ * to pages. It places a mapping just below the last one, though, so once
+ * one chunk is aligned the next one usually is too: try that first, and
+ * adjacent chunks merge into one kernel mapping (vm.max_map_count). Else
+ * map twice the size and give back what sticks out.
+ */
 static struct slab_chunk *
 slab_map(void)
 {
+	const int prot = PROT_READ | PROT_WRITE;
+	const int flags = MAP_PRIVATE | MAP_ANONYMOUS;
 	uint8_t *p, *a;
 	size_t head, tail;
 
-	p = mmap(NULL, 2 * SLAB_CHUNK, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	p = mmap(NULL, SLAB_CHUNK, prot, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (((uintptr_t)p & (SLAB_CHUNK - 1)) == 0) {
+		a = p;
+		goto mapped;
+	}
+	(void)munmap(p, SLAB_CHUNK);
+	p = mmap(NULL, 2 * SLAB_CHUNK, prot, flags, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	a = (uint8_t *)(((uintptr_t)p + SLAB_CHUNK - 1) &
@@ -93,6 +107,7 @@ slab_map(void)
 		(void)munmap(p, head);
 	if (tail > 0)
 		(void)munmap(a + SLAB_CHUNK, tail);
+mapped:
 	SLAB_ROOT_ADD(a, SLAB_CHUNK);
 	SLAB_POISON(a + SLAB_HDR, SLAB_CHUNK - SLAB_HDR);
 	return (struct slab_chunk *)a;
