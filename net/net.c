@@ -39,6 +39,8 @@ struct net_listener {
 	size_t app_size;                /* owner data per connection */
 	void *data;                     /* owner's listener data */
 	struct net_listener *next;      /* in nl->listeners */
+	uv_timer_t retry;               /* accepts again after a failure */
+	uint8_t closing;                /* handles not yet closed */
 };
 
 struct net_wreq {
@@ -496,6 +498,10 @@ net_conn_new(struct net_loop *nl, const struct net_conn_cbs *cbs,
 	struct slab *s = net_conn_slab(nl, sizeof(struct net_conn) + app_size);
 	struct net_conn *c;
 
+	if (nl->test_fail_conns > 0) {
+		nl->test_fail_conns--;
+		return NULL;
+	}
 	if (s != NULL)
 		c = slab_alloc(s);
 	else if ((c = calloc(1, sizeof(*c) + app_size)) != NULL)
@@ -516,6 +522,16 @@ net_conn_new(struct net_loop *nl, const struct net_conn_cbs *cbs,
 	return c;
 }
 
+static void net_accept_cb(uv_stream_t *server, int status);
+
+static void
+net_accept_retry_cb(uv_timer_t *t)
+{
+	struct net_listener *l = t->data;
+
+	net_accept_cb((uv_stream_t *)&l->tcp, 0);
+}
+
 static void
 net_accept_cb(uv_stream_t *server, int status)
 {
@@ -526,8 +542,19 @@ net_accept_cb(uv_stream_t *server, int status)
 
 	if (status < 0)
 		return;
-	if ((c = net_conn_new(nl, l->cbs, l->app_size)) == NULL)
+	if ((c = net_conn_new(nl, l->cbs, l->app_size)) == NULL) {
+		/*
+		 * libuv has accepted the socket and stops listening until
+		 * uv_accept takes it: returning now would stall this
+		 * listener for good. Try again once memory may have come
+		 * back; the peer waits meanwhile.
+		 */
+		nl->accept_retries++;
+		if (!uv_is_active((uv_handle_t *)&l->retry))
+			uv_timer_start(&l->retry, net_accept_retry_cb,
+			    NET_ACCEPT_RETRY_MS, 0);
 		return;
+	}
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
 		net_conn_abort(c, TERN_EIO);
 		return;
@@ -601,9 +628,22 @@ net_listener_close_cb(uv_handle_t *h)
 	struct net_listener *l = h->data;
 	struct net_loop *nl = l->nl;
 
-	sodium_memzero(l->s_priv, sizeof(l->s_priv));
-	free(l);
+	if (--l->closing == 0) {
+		sodium_memzero(l->s_priv, sizeof(l->s_priv));
+		free(l);
+	}
 	net_handle_closed(nl);
+}
+
+/* net_listener_release: closes the listener's two handles; the last
+ * close callback frees it. */
+static void
+net_listener_release(struct net_listener *l)
+{
+	l->closing = 2;
+	l->nl->open_handles += 2;
+	uv_close((uv_handle_t *)&l->tcp, net_listener_close_cb);
+	uv_close((uv_handle_t *)&l->retry, net_listener_close_cb);
 }
 
 void
@@ -617,8 +657,7 @@ net_listener_close(struct net_listener *l)
 			break;
 		}
 	}
-	l->nl->open_handles++;
-	uv_close((uv_handle_t *)&l->tcp, net_listener_close_cb);
+	net_listener_release(l);
 }
 
 static void
@@ -698,12 +737,12 @@ net_listen(struct net_loop *nl, const char *host, uint16_t port,
 	l->data = listener_data;
 	memcpy(l->s_priv, s_priv, NOISE_DHLEN);
 	uv_tcp_init(nl->loop, &l->tcp);
-	l->tcp.data = l;
+	uv_timer_init(nl->loop, &l->retry);
+	l->tcp.data = l->retry.data = l;
 	if (uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0) != 0 ||
 	    uv_listen((uv_stream_t *)&l->tcp, 4096, net_accept_cb) != 0) {
 		l->next = NULL;
-		nl->open_handles++;
-		uv_close((uv_handle_t *)&l->tcp, net_listener_close_cb);
+		net_listener_release(l);
 		return TERN_EIO;
 	}
 	l->next = nl->listeners;

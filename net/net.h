@@ -27,6 +27,7 @@
 #include "tern_err.h"
 
 #define NET_READ_BUF (64 * 1024 + 4) /* the shared read buffer */
+#define NET_ACCEPT_RETRY_MS 100 /* after no memory for a connection */
 #define NET_APP_MAX (64u * 1024) /* owner data per connection, at most */
 #define NET_CONN_SLABS 4 /* connection sizes pooled per loop; more: malloc */
 #define NET_OUT_LIMIT_DEFAULT (4u * 1024 * 1024) /* queued output cap */
@@ -82,6 +83,9 @@ struct net_loop {
 	/* Connections come from these, one per size (owner data differs
 	 * between listeners): not malloc, see slab.h. Unused if size 0. */
 	struct slab conn_slabs[NET_CONN_SLABS];
+	uint64_t accept_retries;    /* accepts put off: no memory for the
+	                               connection (net_accept_cb) */
+	uint32_t test_fail_conns;   /* tests: fail this many allocations */
 };
 
 struct net_conn {

@@ -70,6 +70,9 @@ static const struct metrics_def metrics_defs[] = {
 	    "Connections closed for protocol errors."),
 	MD(disk_errors_total, MK_COUNTER,
 	    "Store commits that failed for the disk."),
+	MD(accept_retries_total, MK_COUNTER,
+	    "Accepted connections put off for lack of memory (tried "
+	    "again every 100 ms)."),
 	MD(keys_put_total, MK_COUNTER, "Device key uploads stored."),
 	MD(bundles_served_total, MK_COUNTER,
 	    "Prekey bundles served, one per device."),
@@ -457,6 +460,10 @@ metrics_render_status(const struct metrics *m, struct buf_writer *w)
 	    (unsigned long long)m->rate_limited_total,
 	    (unsigned long long)m->protocol_errors_total,
 	    (unsigned long long)m->disk_errors_total);
+	if (m->accept_retries_total > 0)
+		metrics_put(w, "memory short:  %llu accepted connections put "
+		    "off for lack of memory\n",
+		    (unsigned long long)m->accept_retries_total);
 	if (m->memory_heap_bytes > 0) {
 		char heap[32], hfree[32], st[32], slab[32];
 

@@ -74,6 +74,7 @@ struct metrics {
 	uint64_t rate_limited_total;     /* SENDs refused: send_rate */
 	uint64_t protocol_errors_total;  /* peers closed for bad bytes */
 	uint64_t disk_errors_total;      /* commits failed for the disk */
+	uint64_t accept_retries_total;   /* accepts put off: no memory */
 
 	/* End-to-end keys (SPEC.md section 12). */
 	uint64_t keys_put_total;         /* KEYS_PUT stored */

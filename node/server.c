@@ -249,6 +249,7 @@ struct server {
 	uint64_t trim_total;        /* connections_total at the last trim */
 	uint64_t trim_current;      /* connections_current then */
 	uint64_t trim_ms;           /* when it ran (loop time) */
+	uint64_t accept_retries;    /* nl.accept_retries at the last tick */
 };
 
 static void session_fetch(struct session *ss);
@@ -3374,6 +3375,13 @@ server_tick(uv_timer_t *t)
 			srv->expiring = false;
 	}
 	server_trim(srv, now);
+	if (srv->nl.accept_retries != srv->accept_retries) {
+		log_warn("no memory for new connections: %llu put off since "
+		    "the last tick, tried again every %u ms",
+		    (unsigned long long)(srv->nl.accept_retries -
+		    srv->accept_retries), (unsigned)NET_ACCEPT_RETRY_MS);
+		srv->accept_retries = srv->nl.accept_retries;
+	}
 }
 
 /* --- metrics and admin over loopback HTTP ---------------------------- */
@@ -3415,6 +3423,7 @@ server_gauges(struct server *srv)
 		    (uint64_t)mi.hblkhd;
 		srv->m.memory_heap_free_bytes = (uint64_t)mi.fordblks;
 	}
+	srv->m.accept_retries_total = srv->nl.accept_retries;
 	srv->m.memory_slab_bytes = slab_mapped_bytes(&srv->session_slab);
 	for (size_t i = 0; i < SRV_USER_SLABS; i++)
 		srv->m.memory_slab_bytes +=

@@ -440,3 +440,29 @@ TT_CASE(net__conn__pooled_by_size_or_from_malloc)
 	for (size_t i = 0; i < NET_CONN_SLABS; i++)
 		TT_EQ(T.nl.conn_slabs[i].chunks, 0);
 }
+
+/* No memory for an accepted connection: libuv stops listening until the
+ * socket is taken, so the listener tries again (NET_ACCEPT_RETRY_MS)
+ * rather than stall for good; the peer only waits. */
+TT_CASE(net__accept__no_memory_retried_not_stalled)
+{
+	struct net_conn *c;
+	uint16_t port;
+
+	net_test_setup(NULL);
+	T.want = 20;
+	port = listen_any();
+	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, CHAN_XX,
+	    T.cs, T.spub, 4096, &cli_cbs, 0, &c));
+	/* The client's side exists already: what fails now is the
+	 * server's, three times over. */
+	T.nl.test_fail_conns = 3;
+	tt_uv_close(&T.loop);
+	TT_EQ(T.nl.accept_retries, 3);
+	TT_EQ(T.nl.test_fail_conns, 0);
+	TT_EQ(T.srv.opened, 1);
+	TT_EQ(T.cli.opened, 1);
+	TT_EQ(T.srv.msgs, 20);
+	TT_EQ(T.cli.msgs, 20);
+	TT_EQ(T.cli.close_err, 0);
+}

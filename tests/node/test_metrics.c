@@ -185,8 +185,8 @@ TT_CASE(metrics__prometheus__expected_lines)
 			last = v;
 		}
 	}
-	/* 41 counters and gauges, 1 labelled, 3 histograms. */
-	TT_EQ(types, 41 + 1 + 3);
+	/* 42 counters and gauges, 1 labelled, 3 histograms. */
+	TT_EQ(types, 42 + 1 + 3);
 }
 
 TT_CASE(metrics__render__bounded_output)
@@ -273,6 +273,8 @@ TT_CASE(metrics__status__rates_from_samples)
 	    "(2 samples)\n");
 	has(t, "refused:       0 over quota, 0 rate-limited; 0 protocol "
 	    "errors, 0 disk errors\n");
+	/* A line about accepts put off only when there were some. */
+	TT_ASSERT(strstr(t, "memory short:") == NULL);
 	/* No memory line until the node has read its allocator. */
 	TT_ASSERT(strstr(t, "memory:") == NULL);
 	M.memory_heap_bytes = 3 * 1048576;
@@ -284,6 +286,10 @@ TT_CASE(metrics__status__rates_from_samples)
 	has(t, "memory:        heap 3.0 MiB in use (the store's 1.5 MiB), "
 	    "512 B free in the allocator; 192.0 KiB mapped for "
 	    "connections\n");
+	M.accept_retries_total = 7;
+	t = render(buf, sizeof(buf), 1);
+	has(t, "memory short:  7 accepted connections put off for lack of "
+	    "memory\n");
 
 	/* The ring wraps: after many more samples only the last minute
 	 * counts. */
