@@ -116,9 +116,10 @@ enum session_state {
 	SS_GONE         /* closing */
 };
 
-/* Owner data of a client connection (net_conn_data). */
-/* The 32- and 8-bit fields come last, together, so that no padding
- * sits between fields: every idle connection has one. */
+/* A client connection's session; the connection's owner data is a
+ * pointer to it (conn_session). The 32- and 8-bit fields come last,
+ * together, so that no padding sits between fields: every idle
+ * connection has one. */
 struct session {
 	struct server *srv;         /* the node */
 	struct net_conn *conn;      /* the connection */
