@@ -94,17 +94,20 @@ struct nuser {
 	struct psub *subs;          /* who watches it */
 	struct rview *rviews;       /* who, in other domains, watches it */
 	int64_t last_seen_ms;       /* last activity we know of */
-	int64_t offline_at;         /* when to tell them "offline" (0: no) */
+	int64_t offline_at;         /* when to tell them "offline" (0: no,
+	                               or back online while still listed) */
 	double tokens;              /* send rate limit bucket */
 	uint64_t tokens_ms;         /* its last refill */
 	struct nuser *hnext;        /* hash chain */
 	struct nuser *nnext;        /* chain in the by-name hash */
 	struct nuser *onext;        /* in srv->going_offline */
-	uint32_t refs;              /* sessions + subscriptions */
+	uint32_t refs;              /* sessions + subscriptions (and
+	                               going_offline while listed) */
 	uint32_t online;            /* how many */
 	uint32_t nrviews;           /* how many */
-	int privacy;                /* STORE_LASTSEEN_* */
+	uint8_t privacy;            /* STORE_LASTSEEN_* */
 	bool shown_online;          /* what subscribers were last told */
+	bool listed;                /* in srv->going_offline */
 	/* The local part, allocated to its length: an idle connection's
 	 * user is a good part of what the connection costs (BENCHMARKS). */
 	char name[];
@@ -392,7 +395,7 @@ user_get(struct server *srv, int64_t id, const char *name)
 	u->tokens_ms = uv_now(srv->loop);
 	if (store_profile_get(srv->store, id, &p) == 0) {
 		u->last_seen_ms = p.last_seen_ms;
-		u->privacy = p.last_seen_privacy;
+		u->privacy = (uint8_t)p.last_seen_privacy;
 	}
 	if (srv->nusers + 1 > srv->nbuckets)
 		user_grow(srv);
@@ -420,12 +423,7 @@ user_put(struct server *srv, struct nuser *u)
 			break;
 		}
 	}
-	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
-		if (*pp == u) {
-			*pp = u->onext;
-			break;
-		}
-	}
+	/* Never listed here: the list holds a reference. */
 	for (pp = &srv->names[name_bucket(srv, u->name)]; *pp != NULL;
 	    pp = &(*pp)->nnext) {
 		if (*pp == u) {
@@ -1344,23 +1342,19 @@ presence_changed(struct server *srv, struct nuser *u)
 		rview_push(srv, u);
 }
 
+/*
+ * Users whose last device left wait in srv->going_offline for their
+ * threshold. A user back within it stays listed, with offline_at 0, until
+ * the next presence tick drops it: finding it in the list now would cost
+ * a walk of the whole list for every login, quadratic in a storm of
+ * reconnections (a node restart, a network blip), which is when the list
+ * is longest.
+ */
 static void
 presence_online(struct server *srv, struct nuser *u)
 {
-	struct nuser **pp;
-
 	u->last_seen_ms = (int64_t)now_ms();
 	u->offline_at = 0;
-	for (pp = &srv->going_offline; *pp != NULL; pp = &(*pp)->onext) {
-		if (*pp == u) {
-			/* Back within the grace: drop the list's reference (the
-			 * caller's session holds another, so u lives on). */
-			*pp = u->onext;
-			u->onext = NULL;
-			user_put(srv, u);
-			break;
-		}
-	}
 	if (!u->shown_online) {
 		u->shown_online = true;
 		presence_changed(srv, u);
@@ -1381,7 +1375,10 @@ presence_offline_soon(struct server *srv, struct nuser *u)
 	    NULL) != 0)
 		log_debug("last seen of %s not stored", u->name);
 	u->offline_at = u->last_seen_ms + (int64_t)srv->cfg.online_threshold_ms;
+	if (u->listed)
+		return; /* back and gone again before the tick: listed still */
 	u->refs++; /* held until the timer has told the subscribers */
+	u->listed = true;
 	u->onext = srv->going_offline;
 	srv->going_offline = u;
 }
@@ -1397,9 +1394,11 @@ presence_tick(struct server *srv)
 			pp = &u->onext;
 			continue;
 		}
+		/* Its time has come, or it is back (offline_at 0). */
 		*pp = u->onext;
 		u->onext = NULL;
-		if (u->online == 0 && u->shown_online) {
+		u->listed = false;
+		if (u->online == 0 && u->offline_at != 0 && u->shown_online) {
 			u->shown_online = false;
 			presence_changed(srv, u);
 		}
@@ -3635,6 +3634,7 @@ server_net_closed(void *arg)
 	while ((u = srv->going_offline) != NULL) {
 		srv->going_offline = u->onext;
 		u->onext = NULL;
+		u->listed = false;
 		user_put(srv, u);
 	}
 	/* Remote viewers' leases end with the node. */

@@ -1173,6 +1173,48 @@ TT_CASE(ternd__presence__online_offline_and_privacy)
 	teardown();
 }
 
+/* A device that reconnects within the threshold does not flap: the
+ * subscriber hears nothing until the user has been away for a whole
+ * threshold after the last device left, then one OFFLINE with that last
+ * seen. Gone, back and gone again before the node's next presence tick
+ * too (the user is still in the node's going-offline list). */
+TT_CASE(ternd__presence__back_within_threshold_no_flap)
+{
+	struct peer *alice, *bob;
+	uint64_t t1, t3;
+	int n0;
+
+	setup(true);
+	ternd_conf_set(&T.node, "online_threshold", "3s");
+	ternd_start(&T.node);
+	two_users(&alice, &bob, false);
+	TT_OK(peer_login(bob));
+	TT_OK(request_user(alice, MSG_PRESENCE_SUB, bob->addr));
+	WAIT_FOR(LAST_STATE(alice) == MSG_PRESENCE_ONLINE);
+
+	n0 = alice->npres;
+	peer_drop(bob);
+	TT_OK(peer_login(bob));          /* back within the threshold */
+	peer_drop(bob);
+	t1 = wall_ms();
+	TT_OK(peer_login(bob));          /* and again, then gone */
+	peer_drop(bob);
+	WAIT_FOR(alice->npres > n0);
+	t3 = wall_ms();
+	/* The first push since is the last departure's OFFLINE: no OFFLINE
+	 * (nor ONLINE) came for the earlier ones. */
+	TT_EQ(alice->pres[n0].state, MSG_PRESENCE_OFFLINE);
+	TT_ASSERT(alice->pres[n0].last_seen >= t1);
+	TT_ASSERT(t3 - t1 >= 3000);
+	TT_EQ(alice->npres, n0 + 1);
+
+	/* Back again: ONLINE, as for any login after an OFFLINE. */
+	TT_OK(peer_login(bob));
+	WAIT_FOR(alice->npres > n0 + 1);
+	TT_EQ(LAST_STATE(alice), MSG_PRESENCE_ONLINE);
+	teardown();
+}
+
 /* --- 11. bad input ----------------------------------------------------- */
 
 struct rawc {
