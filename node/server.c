@@ -254,6 +254,7 @@ struct server {
 	uint64_t trim_current;      /* connections_current then */
 	uint64_t trim_ms;           /* when it ran (loop time) */
 	uint64_t accept_retries;    /* nl.accept_retries at the last tick */
+	uint8_t pp_key[crypto_shorthash_KEYBYTES]; /* pp_hash's, random */
 };
 
 static void session_fetch(struct session *ss);
@@ -636,20 +637,33 @@ session_unlive(struct session *ss)
  * acknowledgement: the envelope is safe with its recipient. srv->pp finds
  * such envelopes by recipient device and id when the ACK comes.
  */
+/*
+ * pp_hash: SipHash of the whole key under a key of the node's own. Ids
+ * are the senders' choice: the first bytes alone (as before) put every
+ * envelope of a client that numbers its ids after a fixed prefix (the
+ * benchmark does) in one chain per device, thousands long, and let a
+ * client build such chains on purpose.
+ */
 static uint32_t
-pp_hash(int64_t user_id, uint32_t device_id, const uint8_t id[MSG_ID_LEN])
+pp_hash(const struct server *srv, int64_t user_id, uint32_t device_id,
+    const uint8_t id[MSG_ID_LEN])
 {
+	uint8_t in[MSG_ID_LEN + 12], out[crypto_shorthash_BYTES];
 	uint32_t h;
 
-	memcpy(&h, id, sizeof(h));
-	return (h ^ device_id ^ (uint32_t)user_id * 2654435761u) &
-	    (SRV_PP_BUCKETS - 1);
+	memcpy(in, id, MSG_ID_LEN);
+	memcpy(in + MSG_ID_LEN, &user_id, 8);
+	memcpy(in + MSG_ID_LEN + 8, &device_id, 4);
+	crypto_shorthash(out, in, sizeof(in), srv->pp_key);
+	memcpy(&h, out, sizeof(h));
+	return h & (SRV_PP_BUCKETS - 1);
 }
 
 static void
 pp_insert(struct server *srv, struct req_ctx *c)
 {
-	uint32_t b = pp_hash(c->rcpt->user_id, c->rcpt_device, c->env_id);
+	uint32_t b = pp_hash(srv, c->rcpt->user_id, c->rcpt_device,
+	    c->env_id);
 
 	c->pp_next = srv->pp[b];
 	srv->pp[b] = c;
@@ -663,7 +677,7 @@ pp_remove(struct server *srv, struct req_ctx *c)
 
 	if (!c->in_pp)
 		return;
-	for (pp = &srv->pp[pp_hash(c->rcpt->user_id, c->rcpt_device,
+	for (pp = &srv->pp[pp_hash(srv, c->rcpt->user_id, c->rcpt_device,
 	    c->env_id)]; *pp != NULL; pp = &(*pp)->pp_next) {
 		if (*pp == c) {
 			*pp = c->pp_next;
@@ -679,7 +693,7 @@ pp_find(struct server *srv, int64_t user_id, uint32_t device_id,
 {
 	struct req_ctx *c;
 
-	for (c = srv->pp[pp_hash(user_id, device_id, id)]; c != NULL;
+	for (c = srv->pp[pp_hash(srv, user_id, device_id, id)]; c != NULL;
 	    c = c->pp_next)
 		if (c->rcpt->user_id == user_id && c->rcpt_device ==
 		    device_id && memcmp(c->env_id, id, MSG_ID_LEN) == 0)
@@ -3730,6 +3744,7 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	srv->done = done;
 	srv->done_arg = arg;
 	srv->nbuckets = SRV_USERS_BUCKETS0;
+	crypto_shorthash_keygen(srv->pp_key);
 	/* Neither maps anything before its first object. */
 	r = slab_init(&srv->session_slab, sizeof(struct session));
 	for (size_t i = 0; r == 0 && i < SRV_USER_SLABS; i++)
