@@ -254,7 +254,8 @@ struct server {
 	uint64_t trim_current;      /* connections_current then */
 	uint64_t trim_ms;           /* when it ran (loop time) */
 	uint64_t accept_retries;    /* nl.accept_retries at the last tick */
-	uint8_t pp_key[crypto_shorthash_KEYBYTES]; /* pp_hash's, random */
+	uint8_t hash_key[crypto_shorthash_KEYBYTES]; /* pp_hash's and
+	                               name_hash_full's, random */
 };
 
 static void session_fetch(struct session *ss);
@@ -306,13 +307,17 @@ user_find(struct server *srv, int64_t id)
 	return NULL;
 }
 
+/* name_hash_full: keyed (SipHash), since with open registration the
+ * names are anyone's choice, and so would be the chains of a fixed hash. */
 static uint32_t
-name_hash_full(const char *name)
+name_hash_full(const struct server *srv, const char *name)
 {
-	uint32_t h = 2166136261u;
+	uint8_t out[crypto_shorthash_BYTES];
+	uint32_t h;
 
-	while (*name)
-		h = (h ^ (uint8_t)*name++) * 16777619u;
+	crypto_shorthash(out, (const uint8_t *)name, strlen(name),
+	    srv->hash_key);
+	memcpy(&h, out, sizeof(h));
 	return h;
 }
 
@@ -320,7 +325,7 @@ name_hash_full(const char *name)
 static uint32_t
 name_bucket(const struct server *srv, const char *name)
 {
-	return name_hash_full(name) & (srv->nbuckets - 1);
+	return name_hash_full(srv, name) & (srv->nbuckets - 1);
 }
 
 /* user_grow: both tables twice the size, so that they grow with the
@@ -347,7 +352,7 @@ user_grow(struct server *srv)
 		}
 		for (u = srv->names[i]; u != NULL; u = next) {
 			next = u->nnext;
-			h = name_hash_full(u->name) & (nb - 1);
+			h = name_hash_full(srv, u->name) & (nb - 1);
 			u->nnext = n[h];
 			n[h] = u;
 		}
@@ -654,7 +659,7 @@ pp_hash(const struct server *srv, int64_t user_id, uint32_t device_id,
 	memcpy(in, id, MSG_ID_LEN);
 	memcpy(in + MSG_ID_LEN, &user_id, 8);
 	memcpy(in + MSG_ID_LEN + 8, &device_id, 4);
-	crypto_shorthash(out, in, sizeof(in), srv->pp_key);
+	crypto_shorthash(out, in, sizeof(in), srv->hash_key);
 	memcpy(&h, out, sizeof(h));
 	return h & (SRV_PP_BUCKETS - 1);
 }
@@ -3744,7 +3749,7 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	srv->done = done;
 	srv->done_arg = arg;
 	srv->nbuckets = SRV_USERS_BUCKETS0;
-	crypto_shorthash_keygen(srv->pp_key);
+	crypto_shorthash_keygen(srv->hash_key);
 	/* Neither maps anything before its first object. */
 	r = slab_init(&srv->session_slab, sizeof(struct session));
 	for (size_t i = 0; r == 0 && i < SRV_USER_SLABS; i++)
