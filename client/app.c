@@ -1035,7 +1035,7 @@ app_encrypt_env(struct app *a, struct op *op, const char *user,
 	if ((r = sig_encrypt(a->sig, user, dev, pt, len, &w)) != 0)
 		return r;
 	*ctlen = w.len;
-	randombytes_buf(op->envs[op->nenv].id, MSG_ID_LEN);
+	client_envelope_id(op->envs[op->nenv].id);
 	op->envs[op->nenv].dev = dev;
 	op->envs[op->nenv].to_peer = to_peer;
 	op->envs[op->nenv].answered = false;

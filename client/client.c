@@ -30,6 +30,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -1356,6 +1357,20 @@ client_send(struct client *c, const uint8_t id[MSG_ID_LEN], const char *to,
 		client_drop(c, r);
 	}
 	return 0;
+}
+
+void
+client_envelope_id(uint8_t id[MSG_ID_LEN])
+{
+	struct timespec ts;
+	uint64_t ms = 0;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec > 0)
+		ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	/* 48 bits of milliseconds last until the year 10889. */
+	for (int i = 0; i < 6; i++)
+		id[i] = (uint8_t)(ms >> (40 - 8 * i));
+	randombytes_buf(id + 6, MSG_ID_LEN - 6);
 }
 
 int

@@ -187,7 +187,7 @@ void client_close(struct client *c, void (*cb)(void *), void *arg);
 /*
  * client_send: copies one envelope into the outbox; it is written when the
  * client is ONLINE and leaves through the sent callback. id is the
- * sender's random envelope id, to the recipient's address (NUL-
+ * sender's envelope id (client_envelope_id), to the recipient's address (NUL-
  * terminated), cls an enum msg_class. Errors: TERN_EBUSY when the outbox
  * is full, TERN_EEXIST when id is already in it, TERN_EFIELD for a bad
  * address, TERN_ETOOBIG for a payload over MSG_PAYLOAD_MAX, TERN_EINVAL
@@ -198,6 +198,16 @@ void client_close(struct client *c, void (*cb)(void *), void *arg);
 int client_send(struct client *c, const uint8_t id[MSG_ID_LEN],
     const char *to, uint32_t to_device, uint8_t cls, uint64_t ts_ms,
     const uint8_t *payload, size_t len) TERN_WUR;
+
+/*
+ * client_envelope_id: a new envelope id in SPEC.md 4.15's form: the
+ * clock's Unix milliseconds in bytes 0-5 (big-endian), then 10 random
+ * bytes. Ids in time order keep the node's index of queued ids
+ * append-mostly; random ones cost its writer a quarter more per envelope
+ * (BENCHMARKS.md, fourth session). The time says nothing the SEND's
+ * timestamp_ms does not.
+ */
+void client_envelope_id(uint8_t id[MSG_ID_LEN]);
 
 /* client_ack: sends ACK(id) for a DELIVER (or a NOTICE), gathered with
  * others for up to ack_delay_ms. TERN_ECLOSED when not ONLINE: the node

@@ -1435,3 +1435,27 @@ TT_CASE(client__reconnect__off_closes_on_drop)
 	TT_EQ(K.sent[1].status, 0);
 	teardown();
 }
+
+/* Envelope ids in SPEC.md 4.15's form: the clock's milliseconds,
+ * big-endian, then random bytes. */
+TT_CASE(client__envelope_id__clock_then_random)
+{
+	uint8_t a[MSG_ID_LEN], b[MSG_ID_LEN];
+	struct timespec ts;
+	uint64_t before, after, ta = 0, tb = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	before = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	client_envelope_id(a);
+	client_envelope_id(b);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	after = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	for (int i = 0; i < 6; i++) {
+		ta = ta << 8 | a[i];
+		tb = tb << 8 | b[i];
+	}
+	TT_ASSERT(ta >= before && ta <= after);
+	TT_ASSERT(tb >= ta && tb <= after);
+	/* The random parts differ (80 bits: equal with odds of 2^-80). */
+	TT_ASSERT(memcmp(a + 6, b + 6, MSG_ID_LEN - 6) != 0);
+}
