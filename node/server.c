@@ -59,7 +59,8 @@
 #define SRV_OVERLOAD_LOW 4096      /* store backlog: stop shedding */
 #define SRV_DEFERRED_MAX 65536     /* receipts held while overloaded */
 #define SRV_USERS_BUCKETS0 1024    /* initial hash buckets */
-#define SRV_PP_BUCKETS 65536       /* pushed-before-commit table */
+#define SRV_PP_BUCKETS0 4096       /* pushed-before-commit table, at
+                                      first; it doubles as it fills */
 #define SRV_HOLD_MS 250            /* a pushed envelope's write waits
                                       this long for the device's ACK */
 #define SRV_HOLD_MAX 65536         /* writes held back at once */
@@ -222,7 +223,9 @@ struct server {
 	struct req_ctx *deferred_tail; /* append here */
 	uint32_t ndeferred;         /* how many */
 	struct req_ctx **pp;        /* pushed before commit, by recipient
-	                               and envelope id (SRV_PP_BUCKETS) */
+	                               and envelope id */
+	uint32_t pp_nb;             /* its buckets, a power of two */
+	uint32_t pp_count;          /* entries */
 	struct req_ctx *held;       /* pushed, write held back, oldest
 	                               first (see hold_add) */
 	struct req_ctx *held_tail;
@@ -667,18 +670,53 @@ pp_hash(const struct server *srv, int64_t user_id, uint32_t device_id,
 	h ^= h >> 31;
 	h *= 0x94d049bb133111ebull;
 	h ^= h >> 29;
-	return (uint32_t)h & (SRV_PP_BUCKETS - 1);
+	return (uint32_t)h;
+}
+
+static uint32_t
+pp_bucket(const struct server *srv, const struct req_ctx *c)
+{
+	return pp_hash(srv, c->rcpt->user_id, c->rcpt_device, c->env_id) &
+	    (srv->pp_nb - 1);
+}
+
+/* pp_grow: twice the buckets. The table is sized to what is pushed and
+ * unacknowledged, not to the most it could be: a lookup then touches a
+ * bucket array that stays in the cache (it was a fixed 512 KiB, a cache
+ * miss or two per lookup: BENCHMARKS.md, fourth session). */
+static void
+pp_grow(struct server *srv)
+{
+	uint32_t nb = srv->pp_nb * 2, i, b;
+	struct req_ctx **t = calloc(nb, sizeof(*t)), *c, *next;
+
+	if (t == NULL)
+		return; /* longer chains, still correct */
+	srv->pp_nb = nb;
+	for (i = 0; i < nb / 2; i++) {
+		for (c = srv->pp[i]; c != NULL; c = next) {
+			next = c->pp_next;
+			b = pp_bucket(srv, c);
+			c->pp_next = t[b];
+			t[b] = c;
+		}
+	}
+	free(srv->pp);
+	srv->pp = t;
 }
 
 static void
 pp_insert(struct server *srv, struct req_ctx *c)
 {
-	uint32_t b = pp_hash(srv, c->rcpt->user_id, c->rcpt_device,
-	    c->env_id);
+	uint32_t b;
 
+	if (srv->pp_count >= srv->pp_nb)
+		pp_grow(srv);
+	b = pp_bucket(srv, c);
 	c->pp_next = srv->pp[b];
 	srv->pp[b] = c;
 	c->in_pp = true;
+	srv->pp_count++;
 }
 
 static void
@@ -688,10 +726,11 @@ pp_remove(struct server *srv, struct req_ctx *c)
 
 	if (!c->in_pp)
 		return;
-	for (pp = &srv->pp[pp_hash(srv, c->rcpt->user_id, c->rcpt_device,
-	    c->env_id)]; *pp != NULL; pp = &(*pp)->pp_next) {
+	for (pp = &srv->pp[pp_bucket(srv, c)]; *pp != NULL;
+	    pp = &(*pp)->pp_next) {
 		if (*pp == c) {
 			*pp = c->pp_next;
+			srv->pp_count--;
 			break;
 		}
 	}
@@ -704,8 +743,8 @@ pp_find(struct server *srv, int64_t user_id, uint32_t device_id,
 {
 	struct req_ctx *c;
 
-	for (c = srv->pp[pp_hash(srv, user_id, device_id, id)]; c != NULL;
-	    c = c->pp_next)
+	for (c = srv->pp[pp_hash(srv, user_id, device_id, id) &
+	    (srv->pp_nb - 1)]; c != NULL; c = c->pp_next)
 		if (c->rcpt->user_id == user_id && c->rcpt_device ==
 		    device_id && memcmp(c->env_id, id, MSG_ID_LEN) == 0)
 			return c;
@@ -3755,6 +3794,7 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	srv->done = done;
 	srv->done_arg = arg;
 	srv->nbuckets = SRV_USERS_BUCKETS0;
+	srv->pp_nb = SRV_PP_BUCKETS0;
 	crypto_shorthash_keygen(srv->hash_key);
 	randombytes_buf(srv->pp_key, sizeof(srv->pp_key));
 	/* Neither maps anything before its first object. */
@@ -3769,7 +3809,7 @@ server_start(uv_loop_t *loop, const struct node_config *cfg,
 	if ((srv->users = calloc(srv->nbuckets, sizeof(*srv->users))) == NULL ||
 	    (srv->names = calloc(srv->nbuckets, sizeof(*srv->names))) ==
 	    NULL ||
-	    (srv->pp = calloc(SRV_PP_BUCKETS, sizeof(*srv->pp))) == NULL ||
+	    (srv->pp = calloc(SRV_PP_BUCKETS0, sizeof(*srv->pp))) == NULL ||
 	    ratelimit_new(SRV_BUNDLE_BURST, SRV_BUNDLE_INTERVAL_MS,
 	    SRV_BUNDLE_PAIRS_MAX, &srv->bundle_rl) != 0 ||
 	    rcache_new(SRV_RCACHE_SLOTS, SRV_RCACHE_TTL_MS, &srv->rcache) != 0) {
