@@ -123,7 +123,9 @@ void net_loop_close(struct net_loop *nl, void (*cb)(void *), void *arg);
 /*
  * net_listen: accepts connections on host:port as a responder of kind
  * with our static key s_priv (copied). app_size bytes of zeroed owner data
- * come with each connection. msg_cap is the chan's first message cap.
+ * (at most NET_APP_MAX, else TERN_EINVAL) come with each connection.
+ * msg_cap is the chan's first message cap. An accepted connection that
+ * finds no memory waits for it: tried again every NET_ACCEPT_RETRY_MS.
  * On success *out is the listener (closed by net_loop_close or
  * net_listener_close). port 0 picks one: see net_listener_port.
  */
@@ -140,7 +142,8 @@ void net_listener_close(struct net_listener *l);
 /*
  * net_connect: connects to host:port as initiator. rs: for IK, the
  * responder's key (required); for XX, the key it must prove, or NULL.
- * If it fails synchronously, no callback is ever called.
+ * app_size as for net_listen. If it fails synchronously, no callback is
+ * ever called.
  */
 int net_connect(struct net_loop *nl, const char *host, uint16_t port,
     enum chan_kind kind, enum chan_pattern pattern,
