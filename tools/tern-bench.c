@@ -1578,6 +1578,8 @@ sc_offline(void)
 	/* Drain: recipients log in. */
 	B.mode = M_DRAIN;
 	B.delivered = 0;
+	node_cpu(&c0);
+	node_main_cpu(&m0);
 	t0 = now_ns();
 	for (uint32_t i = 1; i < pairs * 2; i += 2)
 		dev_connect(&B.devs[i], 2);
@@ -1586,6 +1588,17 @@ sc_offline(void)
 	report("offline_drain_per_s", (double)B.delivered /
 	    ((double)(now_ns() - t0) / 1e9), "env/s", "");
 	B.mode = M_NONE;
+	/* The last ACKs (gathered) and their deletes, then the node's CPU
+	 * per drained envelope: the writer's share is the ACKs' deletes,
+	 * steadier from run to run than the rate. */
+	run_for(1.0);
+	node_cpu(&c1);
+	node_main_cpu(&m1);
+	per = B.delivered > 0 ? (double)B.delivered : 1;
+	report("offline_drain_node_loop_cpu_us_per_env",
+	    (double)(m1 - m0) * tick_us / per, "us", "");
+	report("offline_drain_node_other_cpu_us_per_env",
+	    (double)((c1 - c0) - (m1 - m0)) * tick_us / per, "us", "");
 	devs_free();
 }
 
