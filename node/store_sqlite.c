@@ -245,6 +245,48 @@ static const char *const sq_migrations[] = {
 	"CREATE INDEX fed_queue_by_domain ON fed_queue(dest_domain, seq);"
 	"CREATE INDEX fed_queue_by_expiry ON fed_queue(expires_ms);"
 	"PRAGMA user_version = 5;",
+	/*
+	 * 6: envelopes rebuilt to check class with comparisons. SQLite (3.40)
+	 * codes a constant IN list of three or more values as an ephemeral
+	 * table that every execution builds afresh, so "class IN (1, 2, 4)"
+	 * opened and closed a table on every enqueue: about a quarter of
+	 * the writer's CPU per envelope (BENCHMARKS, fifth session). A list
+	 * of two is coded as comparisons, so fed_queue's stays. The same
+	 * columns, seqs and AUTOINCREMENT high mark are kept (see 5).
+	 * test_store checks that no insert into a queue builds one again.
+	 */
+	"CREATE TABLE envelopes_v6("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  rcpt_user INTEGER NOT NULL,"
+	"  rcpt_device INTEGER NOT NULL,"
+	"  env_id BLOB NOT NULL CHECK (length(env_id) = 16),"
+	"  class INTEGER NOT NULL CHECK (class = 1 OR class = 2 OR class = 4),"
+	"  sender_addr TEXT NOT NULL,"
+	"  sender_user INTEGER,"
+	"  sender_device INTEGER NOT NULL,"
+	"  sent_ms INTEGER NOT NULL,"
+	"  received_ms INTEGER NOT NULL,"
+	"  expires_ms INTEGER NOT NULL,"
+	"  payload BLOB NOT NULL,"
+	"  FOREIGN KEY (rcpt_user, rcpt_device)"
+	"    REFERENCES devices(user_id, device_id)"
+	");"
+	"INSERT INTO sqlite_sequence(name, seq) "
+	"  SELECT 'envelopes_v6', seq FROM sqlite_sequence "
+	"  WHERE name = 'envelopes';"
+	"INSERT INTO envelopes_v6(seq, rcpt_user, rcpt_device, env_id, class, "
+	"  sender_addr, sender_user, sender_device, sent_ms, received_ms, "
+	"  expires_ms, payload) "
+	"  SELECT seq, rcpt_user, rcpt_device, env_id, class, sender_addr, "
+	"  sender_user, sender_device, sent_ms, received_ms, expires_ms, "
+	"  payload FROM envelopes;"
+	"DROP TABLE envelopes;"
+	"ALTER TABLE envelopes_v6 RENAME TO envelopes;"
+	"CREATE UNIQUE INDEX envelopes_by_id"
+	"  ON envelopes(rcpt_user, rcpt_device, env_id);"
+	"CREATE INDEX envelopes_by_rcpt ON envelopes(rcpt_user, rcpt_device);"
+	"CREATE INDEX envelopes_by_expiry ON envelopes(expires_ms);"
+	"PRAGMA user_version = 6;",
 };
 #define SQ_SCHEMA_VERSION \
 	((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))

@@ -928,7 +928,7 @@ TT_CASE(fedq__store__migrates_a_version_2_database)
 	TT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
 	    SQLITE_OK);
 	TT_EQ(sqlite3_step(st), SQLITE_ROW);
-	TT_EQ(sqlite3_column_int(st, 0), 5);
+	TT_EQ(sqlite3_column_int(st, 0), 6);
 	sqlite3_finalize(st);
 	TT_EQ(sqlite3_close(db), SQLITE_OK);
 	fx_end(&f);
