@@ -515,10 +515,11 @@ static const char *const sq_wsql[W__COUNT] = {
 	    "SELECT seq FROM fed_queue "
 	    "WHERE env_id = ?1 AND to_addr = ?2 AND to_device = ?3",
 	[W_FED_DELETE_SEQ] = "DELETE FROM fed_queue WHERE seq = ?1",
+	/* Then W_FED_DELETE_SEQ: no RETURNING, as for W_ENV_ACK. */
 	[W_FED_REMOVE] =
-	    "DELETE FROM fed_queue WHERE seq = ?1 "
-	    "RETURNING dest_domain, env_id, to_addr, to_device, class, "
-	    "sender_user, sender_device, length(payload)",
+	    "SELECT dest_domain, env_id, to_addr, to_device, class, "
+	    "sender_user, sender_device, length(payload) FROM fed_queue "
+	    "WHERE seq = ?1",
 	/* The bound check and the increment in one statement. */
 	[W_FED_TOTAL_ADD_CHECKED] =
 	    "UPDATE fed_total SET queued = queued + 1, "
@@ -1851,7 +1852,7 @@ struct sq_fed_removed {
  * sq_fed_remove deletes entry seq and updates the counts; with kind != 0
  * it then queues a notice of that kind to the entry's sending device,
  * whose peer is the remote recipient. Every statement stands alone (the
- * DELETE is the only one that can find nothing, and it comes first), so
+ * lookup is the only one that can find nothing, and it comes first), so
  * no savepoint is needed.
  */
 static int
@@ -1868,7 +1869,6 @@ sq_fed_remove(struct store_backend *be, int64_t seq, uint8_t kind,
 
 	memset(out, 0, sizeof(*out));
 	sqlite3_bind_int64(st, 1, seq);
-	/* With RETURNING, the first step makes every change. */
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		sq_text(domain, sizeof(domain), st, 0);
@@ -1884,6 +1884,10 @@ sq_fed_remove(struct store_backend *be, int64_t seq, uint8_t kind,
 	if (rc == SQLITE_DONE)
 		return SQLITE_OK;
 	if (rc != SQLITE_ROW)
+		return rc;
+	st = be->w[W_FED_DELETE_SEQ];
+	sqlite3_bind_int64(st, 1, seq);
+	if ((rc = sq_run(st)) != SQLITE_OK)
 		return rc;
 	out->found = 1;
 	if ((rc = sq_fed_usage_sub(be, domain, len)) != SQLITE_OK)
