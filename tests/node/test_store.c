@@ -1037,6 +1037,175 @@ TT_CASE(store__enqueue__group_commit)
 	fx_end(&f);
 }
 
+/* --- Quota within one batch (the writer's usage cache) --------------------- */
+
+/* One request's outcome, for requests submitted together. */
+struct slot {
+	int done;
+	int status;
+};
+
+static void
+slot_cb(void *arg, int status, const struct store_result *res)
+{
+	struct slot *s = arg;
+
+	(void)res;
+	s->done++;
+	s->status = status;
+}
+
+/* submit_env: enqueue envelope id (len bytes) to user's device 1 without
+ * running the loop, so that requests submitted together share a batch. */
+static void
+submit_env(struct fx *f, int64_t user, int id, size_t len, struct slot *s)
+{
+	static uint8_t p[STORE_PAYLOAD_MAX];
+	struct store_env_in e;
+
+	env_make(&e, user, 1, id, p, len);
+	TT_OK(store_enqueue(f->s, &e, slot_cb, s));
+}
+
+/*
+ * Enqueues submitted together (one transaction, counted in the writer's
+ * cache and written back once) meet the same quota as enqueues one by
+ * one: the first ones in, the rest refused, the counts exact after a
+ * reopen.
+ */
+TT_CASE(store__quota__counted_within_one_batch)
+{
+	struct fx f;
+	struct store_config cfg = {.quota_count = 5, .quota_bytes = 10000};
+	struct slot s[10];
+	struct w w;
+	uint64_t n, bytes;
+	int64_t bob, carol;
+	int i;
+
+	fx_start(&f, &cfg);
+	bob = reg(&f, "bob", 1);
+	carol = reg(&f, "carol", 2);
+	memset(s, 0, sizeof(s));
+	for (i = 0; i < 8; i++)
+		submit_env(&f, bob, i, 100, &s[i]);
+	submit_env(&f, carol, 100, 600, &s[8]);
+	submit_env(&f, carol, 101, 600, &s[9]);
+	uv_run(&f.loop, UV_RUN_DEFAULT);
+	for (i = 0; i < 10; i++)
+		TT_EQ(s[i].done, 1);
+	for (i = 0; i < 5; i++)
+		TT_OK(s[i].status);
+	for (; i < 8; i++)
+		TT_ERR(s[i].status, TERN_EQUOTA);
+	TT_OK(s[8].status);
+	TT_OK(s[9].status);
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, 5);
+	TT_EQ(bytes, 500);
+	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
+	TT_EQ(n, 2);
+	TT_EQ(bytes, 1200);
+	fx_close(&f);
+	fx_open(&f);
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, 5);
+	TT_EQ(bytes, 500);
+	TT_EQ(fetch_all(&f, bob, 1, &w), 5);
+	TT_EQ(w.env[4].env_id[3], 4);
+	/* And the byte bound, counted the same way. */
+	memset(s, 0, sizeof(s));
+	submit_env(&f, carol, 102, 1000, &s[0]);   /* 2,200 */
+	submit_env(&f, carol, 103, 1000, &s[1]);   /* ... */
+	for (i = 2; i < 10; i++)
+		submit_env(&f, carol, 102 + i, 1000, &s[i]);
+	uv_run(&f.loop, UV_RUN_DEFAULT);
+	/* Five in all: the two queued before and three of these (the count
+	 * bound), 4,200 bytes, under the 10,000-byte bound. */
+	for (i = 0; i < 3; i++)
+		TT_OK(s[i].status);
+	for (; i < 10; i++)
+		TT_ERR(s[i].status, TERN_EQUOTA);
+	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
+	TT_EQ(n, 5);
+	TT_EQ(bytes, 4200);
+	fx_end(&f);
+}
+
+/* An ACK in the same batch makes room for the enqueue after it, not for
+ * the one before; a retry of a queued id is still a duplicate. */
+TT_CASE(store__quota__ack_and_enqueue_in_one_batch)
+{
+	struct fx f;
+	struct store_config cfg = {.quota_count = 3};
+	struct slot s[5];
+	struct w w;
+	uint8_t id[STORE_ENV_ID_LEN];
+	uint64_t n, bytes;
+	int64_t bob;
+	int i;
+
+	fx_start(&f, &cfg);
+	bob = reg(&f, "bob", 1);
+	for (i = 0; i < 3; i++)
+		TT_OK(enqueue(&f, bob, 1, i, 10, &w));
+	TT_EQ(fetch_all(&f, bob, 1, &w), 3);
+	memcpy(id, w.env[0].env_id, sizeof(id));
+	memset(s, 0, sizeof(s));
+	submit_env(&f, bob, 10, 20, &s[0]);         /* full: refused */
+	TT_OK(store_ack(f.s, bob, 1, id, slot_cb, &s[1]));
+	submit_env(&f, bob, 11, 20, &s[2]);         /* the room */
+	submit_env(&f, bob, 12, 20, &s[3]);         /* full again */
+	submit_env(&f, bob, 2, 10, &s[4]);          /* a retry */
+	uv_run(&f.loop, UV_RUN_DEFAULT);
+	TT_ERR(s[0].status, TERN_EQUOTA);
+	TT_OK(s[1].status);
+	TT_OK(s[2].status);
+	TT_ERR(s[3].status, TERN_EQUOTA);
+	TT_OK(s[4].status);
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, 3);
+	TT_EQ(bytes, 40);
+	TT_EQ(fetch_all(&f, bob, 1, &w), 3);
+	TT_EQ(w.env[2].env_id[3], 11);
+	fx_end(&f);
+}
+
+/* A user disabled in the middle of a batch takes no more envelopes after
+ * it; deleted, none at all, and its counts start again from nothing. */
+TT_CASE(store__quota__disable_and_delete_in_one_batch)
+{
+	struct fx f;
+	struct slot s[6];
+	uint64_t n, bytes;
+	int64_t bob, carol;
+
+	fx_start(&f, NULL);
+	bob = reg(&f, "bob", 1);
+	carol = reg(&f, "carol", 2);
+	memset(s, 0, sizeof(s));
+	submit_env(&f, bob, 1, 10, &s[0]);
+	TT_OK(store_user_disable(f.s, "bob", slot_cb, &s[1]));
+	submit_env(&f, bob, 2, 10, &s[2]);
+	submit_env(&f, carol, 1, 10, &s[3]);
+	TT_OK(store_user_delete(f.s, "carol", slot_cb, &s[4]));
+	submit_env(&f, carol, 2, 10, &s[5]);
+	uv_run(&f.loop, UV_RUN_DEFAULT);
+	TT_OK(s[0].status);
+	TT_OK(s[1].status);
+	TT_ERR(s[2].status, TERN_EDENIED);
+	TT_OK(s[3].status);
+	TT_OK(s[4].status);
+	TT_ASSERT(s[5].status != 0);
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, 1);
+	TT_EQ(bytes, 10);
+	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
+	TT_EQ(n, 0);
+	TT_EQ(bytes, 0);
+	fx_end(&f);
+}
+
 /* --- Durability and close --------------------------------------------------- */
 
 TT_CASE(store__close__queued_writes_finish_then_reopen)
@@ -1186,6 +1355,65 @@ fill(struct fx *f, int64_t user, int first, size_t len, int *err)
 			return i;
 	}
 	return i;
+}
+
+/*
+ * A batch that fails after some of its enqueues were counted (in the
+ * writer's usage cache) counts nothing: the next batch starts from what
+ * the database holds.
+ */
+TT_CASE(store__quota__failed_batch_counts_nothing)
+{
+	struct fx f;
+	/* A long commit delay: the two requests submitted together are
+	 * surely taken in one batch. */
+	struct store_config cfg = {.max_page_count = 64,
+	    .commit_delay_us = 50000};
+	struct slot s[2];
+	uint64_t n0, b0, n, bytes;
+	int64_t bob;
+	int stored, err, i, small_ok = 0;
+
+	fx_start(&f, &cfg);
+	bob = reg(&f, "bob", 1);
+	stored = fill(&f, bob, 0, 8000, &err);
+	TT_ERR(err, TERN_EDISK);
+	TT_OK(store_queue_usage(f.s, bob, &n0, &b0));
+	TT_EQ(n0, (uint64_t)stored);
+	/* A small one still fits beside the large ones (it is counted in the
+	 * cache), a large one after it does not: the batch fails whole. Try
+	 * a few times: whether the small one fits depends on the pages. */
+	for (i = 0; i < 8 && small_ok == 0; i++) {
+		memset(s, 0, sizeof(s));
+		submit_env(&f, bob, 50000 + 2 * i, 10, &s[0]);
+		submit_env(&f, bob, 50001 + 2 * i, STORE_PAYLOAD_MAX, &s[1]);
+		uv_run(&f.loop, UV_RUN_DEFAULT);
+		TT_ERR(s[1].status, TERN_EDISK);
+		TT_ERR(s[0].status, TERN_EDISK);  /* the batch's error */
+		TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+		TT_EQ(n, n0);
+		TT_EQ(bytes, b0);
+		/* The small one alone: does it fit? */
+		memset(s, 0, sizeof(s));
+		submit_env(&f, bob, 60000 + i, 10, &s[0]);
+		uv_run(&f.loop, UV_RUN_DEFAULT);
+		if (s[0].status == 0)
+			small_ok = 1;
+		else
+			TT_ERR(s[0].status, TERN_EDISK);
+	}
+	TT_ASSERT(small_ok);
+	/* Exactly one more, not two: nothing of the failed batches stayed. */
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, n0 + 1);
+	TT_EQ(bytes, b0 + 10);
+	fx_close(&f);
+	f.cfg.max_page_count = 0;
+	fx_open(&f);
+	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
+	TT_EQ(n, n0 + 1);
+	TT_EQ(bytes, b0 + 10);
+	fx_end(&f);
 }
 
 TT_CASE(store__enqueue__disk_full_page_limit_recovers)
