@@ -947,6 +947,16 @@ sq_setup_writer(sqlite3 *db, const struct store_limits *lim)
 	/* Keep the WAL file from staying huge after a burst. */
 	if (rc == SQLITE_OK)
 		rc = sq_script(db, "PRAGMA journal_size_limit = 67108864");
+	/*
+	 * Checkpoint every 4,000 pages (16 MiB of WAL) rather than SQLite's
+	 * 1,000: the queue's index pages are rewritten in every batch, and a
+	 * checkpoint copies each page once however often it changed since
+	 * the last. Measured (BENCHMARKS, fifth session): a commit of 2,048
+	 * envelopes 6.4 ms on average against 8.6, the longest 22 ms against
+	 * 17; 16,000 pages saved little more and made the longest 40 ms.
+	 */
+	if (rc == SQLITE_OK)
+		rc = sq_script(db, "PRAGMA wal_autocheckpoint = 4000");
 	if (rc == SQLITE_OK)
 		rc = sq_script(db, "PRAGMA trusted_schema = OFF");
 	/*
