@@ -1055,6 +1055,24 @@ slot_cb(void *arg, int status, const struct store_result *res)
 	s->status = status;
 }
 
+/* usage_is asserts user's queue usage: n envelopes of bytes in all. */
+#define usage_is(f, user, n_, bytes_) usage_is_((f), (user), (n_), (bytes_), \
+    __LINE__)
+
+static void
+usage_is_(struct fx *f, int64_t user, uint64_t n_want, uint64_t b_want,
+    int line)
+{
+	uint64_t n, bytes;
+
+	TT_OK(store_queue_usage(f->s, user, &n, &bytes));
+	if (n != n_want || bytes != b_want)
+		tt_fail(__FILE__, line, "usage %llu envelopes, %llu bytes; "
+		    "want %llu, %llu", (unsigned long long)n,
+		    (unsigned long long)bytes, (unsigned long long)n_want,
+		    (unsigned long long)b_want);
+}
+
 /* submit_env: enqueue envelope id (len bytes) to user's device 1 without
  * running the loop, so that requests submitted together share a batch. */
 static void
@@ -1079,7 +1097,6 @@ TT_CASE(store__quota__counted_within_one_batch)
 	struct store_config cfg = {.quota_count = 5, .quota_bytes = 10000};
 	struct slot s[10];
 	struct w w;
-	uint64_t n, bytes;
 	int64_t bob, carol;
 	int i;
 
@@ -1100,17 +1117,11 @@ TT_CASE(store__quota__counted_within_one_batch)
 		TT_ERR(s[i].status, TERN_EQUOTA);
 	TT_OK(s[8].status);
 	TT_OK(s[9].status);
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, 5);
-	TT_EQ(bytes, 500);
-	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
-	TT_EQ(n, 2);
-	TT_EQ(bytes, 1200);
+	usage_is(&f, bob, 5, 500);
+	usage_is(&f, carol, 2, 1200);
 	fx_close(&f);
 	fx_open(&f);
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, 5);
-	TT_EQ(bytes, 500);
+	usage_is(&f, bob, 5, 500);
 	TT_EQ(fetch_all(&f, bob, 1, &w), 5);
 	TT_EQ(w.env[4].env_id[3], 4);
 	/* And the byte bound, counted the same way. */
@@ -1126,9 +1137,7 @@ TT_CASE(store__quota__counted_within_one_batch)
 		TT_OK(s[i].status);
 	for (; i < 10; i++)
 		TT_ERR(s[i].status, TERN_EQUOTA);
-	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
-	TT_EQ(n, 5);
-	TT_EQ(bytes, 4200);
+	usage_is(&f, carol, 5, 4200);
 	fx_end(&f);
 }
 
@@ -1141,7 +1150,6 @@ TT_CASE(store__quota__ack_and_enqueue_in_one_batch)
 	struct slot s[5];
 	struct w w;
 	uint8_t id[STORE_ENV_ID_LEN];
-	uint64_t n, bytes;
 	int64_t bob;
 	int i;
 
@@ -1163,9 +1171,7 @@ TT_CASE(store__quota__ack_and_enqueue_in_one_batch)
 	TT_OK(s[2].status);
 	TT_ERR(s[3].status, TERN_EQUOTA);
 	TT_OK(s[4].status);
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, 3);
-	TT_EQ(bytes, 40);
+	usage_is(&f, bob, 3, 40);
 	TT_EQ(fetch_all(&f, bob, 1, &w), 3);
 	TT_EQ(w.env[2].env_id[3], 11);
 	fx_end(&f);
@@ -1177,7 +1183,6 @@ TT_CASE(store__quota__disable_and_delete_in_one_batch)
 {
 	struct fx f;
 	struct slot s[6];
-	uint64_t n, bytes;
 	int64_t bob, carol;
 
 	fx_start(&f, NULL);
@@ -1197,12 +1202,8 @@ TT_CASE(store__quota__disable_and_delete_in_one_batch)
 	TT_OK(s[3].status);
 	TT_OK(s[4].status);
 	TT_ASSERT(s[5].status != 0);
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, 1);
-	TT_EQ(bytes, 10);
-	TT_OK(store_queue_usage(f.s, carol, &n, &bytes));
-	TT_EQ(n, 0);
-	TT_EQ(bytes, 0);
+	usage_is(&f, bob, 1, 10);
+	usage_is(&f, carol, 0, 0);
 	fx_end(&f);
 }
 
@@ -1370,7 +1371,7 @@ TT_CASE(store__quota__failed_batch_counts_nothing)
 	struct store_config cfg = {.max_page_count = 64,
 	    .commit_delay_us = 50000};
 	struct slot s[2];
-	uint64_t n0, b0, n, bytes;
+	uint64_t n0, b0;
 	int64_t bob;
 	int stored, err, i, small_ok = 0;
 
@@ -1390,9 +1391,7 @@ TT_CASE(store__quota__failed_batch_counts_nothing)
 		uv_run(&f.loop, UV_RUN_DEFAULT);
 		TT_ERR(s[1].status, TERN_EDISK);
 		TT_ERR(s[0].status, TERN_EDISK);  /* the batch's error */
-		TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-		TT_EQ(n, n0);
-		TT_EQ(bytes, b0);
+		usage_is(&f, bob, n0, b0);
 		/* The small one alone: does it fit? */
 		memset(s, 0, sizeof(s));
 		submit_env(&f, bob, 60000 + i, 10, &s[0]);
@@ -1404,15 +1403,11 @@ TT_CASE(store__quota__failed_batch_counts_nothing)
 	}
 	TT_ASSERT(small_ok);
 	/* Exactly one more, not two: nothing of the failed batches stayed. */
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, n0 + 1);
-	TT_EQ(bytes, b0 + 10);
+	usage_is(&f, bob, n0 + 1, b0 + 10);
 	fx_close(&f);
 	f.cfg.max_page_count = 0;
 	fx_open(&f);
-	TT_OK(store_queue_usage(f.s, bob, &n, &bytes));
-	TT_EQ(n, n0 + 1);
-	TT_EQ(bytes, b0 + 10);
+	usage_is(&f, bob, n0 + 1, b0 + 10);
 	fx_end(&f);
 }
 
