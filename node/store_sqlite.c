@@ -760,10 +760,17 @@ sq_bind_blob(sqlite3_stmt *st, int i, const void *p, size_t n)
 	sqlite3_bind_blob(st, i, n != 0 ? p : empty, (int)n, SQLITE_STATIC);
 }
 
+/* sq_i64: v as SQLite holds it (clamped to INT64_MAX). */
+static int64_t
+sq_i64(uint64_t v)
+{
+	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
 static void
 sq_bind_u64(sqlite3_stmt *st, int i, uint64_t v)
 {
-	sqlite3_bind_int64(st, i, v > INT64_MAX ? INT64_MAX : (int64_t)v);
+	sqlite3_bind_int64(st, i, sq_i64(v));
 }
 
 /* sq_text copies a text column into dst[cap], always NUL-terminated. */
@@ -1839,10 +1846,12 @@ sq_enqueue(struct store_backend *be, struct store_req *req)
 	/* The quota: counted in the usage cache, written back at commit. */
 	if ((rc = uc_get(be, e->rcpt_user, &u)) != SQLITE_OK)
 		return rc;
+	/* Signed, as the SQL it replaced compared (limits past INT64_MAX
+	 * clamped, as sq_bind_u64 bound them). */
 	if (u != NULL && u->state == STORE_USER_ACTIVE &&
-	    u->queued >= 0 && (uint64_t)u->queued < be->lim.quota_count &&
-	    u->bytes >= 0 && (uint64_t)u->bytes + e->payload_len <=
-	    be->lim.quota_bytes) {
+	    u->queued < sq_i64(be->lim.quota_count) &&
+	    u->bytes + (int64_t)e->payload_len <=
+	    sq_i64(be->lim.quota_bytes)) {
 		u->queued++;
 		u->bytes += (int64_t)e->payload_len;
 		u->dirty = 1;
