@@ -8,6 +8,11 @@
  * outside chance for random ones), every latency sample is of a message
  * that was offered, every envelope queued for offline devices is drained,
  * and a run without protocol errors exits 0.
+ *
+ * The rates are low (--rates 2000,5000): the suite also runs under
+ * AddressSanitizer, beside other tests, where the node cannot take the
+ * default 50,000/s. Offered beyond what the node takes, the benchmark's
+ * sends overflow their buffers, which it rightly counts as errors.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -102,26 +107,27 @@ figure(const struct run *r, const char *name)
 }
 
 /* Random (Poisson) arrivals, the default: the offered count is rate * 3 s
- * within 3 % (seven standard deviations); the offline pass drains every
- * envelope it queued. */
+ * within seven standard deviations (the square root of the count); the
+ * offline pass drains every envelope it queued. */
 TT_CASE(bench__quick_latency_offline__offers_the_rate_and_drains)
 {
-	static const char *const args[] = {"latency", "offline", NULL};
+	static const char *const args[] = {"--rates", "2000,5000", "latency",
+	    "offline", NULL};
 	struct run r;
 	double offered, samples;
 
 	TT_EQ(bench(&r, args), 0);
 	TT_ASSERT(strstr(r.log, "poisson arrivals") != NULL);
 	TT_ASSERT(strstr(r.log, "errors: 0\n") != NULL);
-	offered = figure(&r, "latency_offered_at_20000");
-	TT_ASSERT(offered > 60000 * 0.97 && offered < 60000 * 1.03);
-	samples = figure(&r, "latency_samples_at_20000");
+	offered = figure(&r, "latency_offered_at_2000");
+	TT_ASSERT(offered > 6000 - 542 && offered < 6000 + 542);
+	samples = figure(&r, "latency_samples_at_2000");
 	TT_ASSERT(samples > 0 && samples <= offered);
-	offered = figure(&r, "latency_offered_at_50000");
-	TT_ASSERT(offered > 150000 * 0.97 && offered < 150000 * 1.03);
-	samples = figure(&r, "latency_samples_at_50000");
+	offered = figure(&r, "latency_offered_at_5000");
+	TT_ASSERT(offered > 15000 - 857 && offered < 15000 + 857);
+	samples = figure(&r, "latency_samples_at_5000");
 	TT_ASSERT(samples > 0 && samples <= offered);
-	TT_ASSERT(figure(&r, "latency_p99_us_at_50000") > 0);
+	TT_ASSERT(figure(&r, "latency_p99_us_at_5000") > 0);
 	TT_ASSERT(figure(&r, "offline_enqueue_durable_per_s") > 0);
 	TT_ASSERT(figure(&r, "offline_drain_per_s") > 0);
 	/* The drain phase waits for every queued envelope (or gives up after
@@ -133,34 +139,52 @@ TT_CASE(bench__quick_latency_offline__offers_the_rate_and_drains)
 /* Even arrivals: exactly one message per 1/rate s of the phase. */
 TT_CASE(bench__quick_latency_even__offers_exactly_the_rate)
 {
-	static const char *const args[] = {"--arrivals", "even", "latency",
-	    NULL};
+	static const char *const args[] = {"--arrivals", "even", "--rates",
+	    "2000,5000", "latency", NULL};
 	struct run r;
 	double offered;
 
 	TT_EQ(bench(&r, args), 0);
 	TT_ASSERT(strstr(r.log, "even arrivals") != NULL);
-	offered = figure(&r, "latency_offered_at_20000");
-	TT_ASSERT(offered >= 59990 && offered <= 60000);
-	offered = figure(&r, "latency_offered_at_50000");
-	TT_ASSERT(offered >= 149990 && offered <= 150000);
+	offered = figure(&r, "latency_offered_at_2000");
+	TT_ASSERT(offered >= 5990 && offered <= 6000);
+	offered = figure(&r, "latency_offered_at_5000");
+	TT_ASSERT(offered >= 14990 && offered <= 15000);
 	run_end(&r);
 }
 
-/* A mistyped option is refused before any node starts. */
-TT_CASE(bench__bad_arrivals__refused)
+/* bad_option: a run with args is refused with a line containing what,
+ * before any node starts. */
+static void
+bad_option(const char *const *args, const char *what)
 {
-	static const char *const args[] = {"--arrivals", "bursty", "latency",
-	    NULL};
 	struct run r;
 
 	TT_EQ(bench(&r, args), 1);
-	TT_ASSERT(strstr(r.log, "--arrivals: poisson or even") != NULL);
+	TT_ASSERT(strstr(r.log, what) != NULL);
 	TT_ASSERT(strstr(r.log, "node pid") == NULL);
 	free(r.text);
 	free(r.log);
-	/* No report was opened... or an empty one: remove what is there. */
+	/* The report may have been opened (empty) before the option was. */
 	(void)unlink(r.json);
 	TT_EQ(unlink(r.out), 0);
 	TT_EQ(rmdir(r.dir), 0);
+}
+
+/* Mistyped options are refused before any node starts. */
+TT_CASE(bench__bad_options__refused)
+{
+	static const char *const a1[] = {"--arrivals", "bursty", "latency",
+	    NULL};
+	static const char *const a2[] = {"--rates", "2000,", "latency", NULL};
+	static const char *const a3[] = {"--rates", "0", "latency", NULL};
+	static const char *const a4[] = {"--rates", "1,2,3,4,5,6,7,8,9",
+	    "latency", NULL};
+	static const char *const a5[] = {"--rates", "2000x", "latency", NULL};
+
+	bad_option(a1, "--arrivals: poisson or even");
+	bad_option(a2, "--rates:");
+	bad_option(a3, "--rates:");
+	bad_option(a4, "--rates:");
+	bad_option(a5, "--rates:");
 }
