@@ -95,6 +95,7 @@ struct client {
 	uint16_t port;                /* node's port */
 	uint32_t device_id;           /* ours; 0 until registered */
 	uint8_t s_priv[NOISE_DHLEN];  /* our static key (wiped at free) */
+	uint8_t s_pub[NOISE_DHLEN];   /* its public key, computed once */
 	uint8_t node_key[NOISE_DHLEN]; /* node's key, when has_node_key */
 	bool has_node_key;            /* configured or learnt by XX */
 	bool reconnect;               /* reconnect after a drop */
@@ -112,9 +113,6 @@ struct client {
 	uint8_t reported;             /* last enum client_state reported */
 	bool closing;                 /* client_close ran */
 	bool conn_open;               /* conn's handshake finished */
-	bool conn_ik;                 /* conn used IK */
-	bool ik_failed;               /* the last IK attempt failed in its
-	                                 handshake: the next one is XX */
 	int stop_err;                 /* nonzero: stop with CLOSED and this
 	                                 error once conn is gone */
 	int peer_err;                 /* -code of an ERROR (req 0) the node
@@ -491,28 +489,28 @@ static const struct net_conn_cbs client_net_cbs = {
 };
 
 /*
- * client_connect: one attempt. IK when the node's key is known, unless an
- * IK handshake just failed (SPEC 2.4: the node's key may have changed);
- * XX then still pins the known key, so a changed key is caught, not
- * learnt. Until the handshake ends the node may send MSG_MAX_UNAUTH.
+ * client_connect: one attempt, always XX (SPEC 9.1): with the node's key
+ * known, XX pins it, so a changed key is caught, not learnt. IK would
+ * take the same two round trips to LOGIN_OK (handshake payloads are
+ * empty) for one X25519 operation more on each side, and would send our
+ * static key under a key that is not forward secret. Our own public key
+ * is given, not computed again. Until the handshake ends the node may
+ * send MSG_MAX_UNAUTH.
  */
 static int
 client_connect(struct client *c)
 {
-	enum chan_pattern pat;
 	struct net_conn *conn;
 	int r;
 
-	pat = (c->has_node_key && !c->ik_failed) ? CHAN_IK : CHAN_XX;
-	r = net_connect(c->nl, c->host, c->port, CHAN_KIND_CLIENT, pat,
-	    c->s_priv, c->has_node_key ? c->node_key : NULL, MSG_MAX_UNAUTH,
-	    &client_net_cbs, sizeof(c), &conn);
+	r = net_connect(c->nl, c->host, c->port, CHAN_KIND_CLIENT, CHAN_XX,
+	    c->s_priv, c->s_pub, c->has_node_key ? c->node_key : NULL,
+	    MSG_MAX_UNAUTH, &client_net_cbs, sizeof(c), &conn);
 	if (r != 0)
 		return r;
 	memcpy(net_conn_data(conn), &c, sizeof(c));
 	c->conn = conn;
 	c->conn_open = false;
-	c->conn_ik = pat == CHAN_IK;
 	c->peer_err = 0;
 	c->login_req = 0;
 	c->st = ST_CONNECTING;
@@ -684,7 +682,6 @@ client_login_ok(struct client *c, const struct msg *m)
 	c->login_req = 0;
 	c->st = ST_ONLINE;
 	c->attempt = 0;
-	c->ik_failed = false;
 	chan_set_msg_cap(&c->conn->chan, MSG_MAX);
 	if (m->type == MSG_REGISTERED) {
 		c->device_id = m->u.registered.device_id;
@@ -1003,7 +1000,7 @@ client_net_closed(struct net_conn *conn, int err)
 {
 	struct client *c = client_of(conn);
 	bool was_closing = c->closing;
-	bool opened = c->conn_open, ik = c->conn_ik;
+	bool opened = c->conn_open;
 
 	if (c->conn != conn)
 		return;
@@ -1032,20 +1029,11 @@ client_net_closed(struct net_conn *conn, int err)
 			client_close_step(c);
 		return;
 	}
-	if (!opened && ik && c->stop_err == 0 && err != TERN_EUNREACH &&
-	    err != TERN_ETIMEOUT) {
-		/* SPEC 2.4: the node could not process our IK message; try
-		 * once more at once, with XX pinning the key. */
-		c->ik_failed = true;
-		if (client_connect(c) == 0)
-			return;
-	}
-	if (!opened && !ik && err == TERN_EAUTH && c->stop_err == 0) {
+	if (!opened && err == TERN_EAUTH && c->stop_err == 0) {
 		/* XX showed a key other than the pinned one. The owner
 		 * decides whether the node's key may change. */
 		c->stop_err = TERN_EKEY;
 	}
-	c->ik_failed = false;
 	client_lost(c, err);
 }
 
@@ -1185,6 +1173,11 @@ client_new(uv_loop_t *loop, const struct client_config *cfg,
 	c->user_len = ulen;
 	c->device_id = cfg->device_id;
 	memcpy(c->s_priv, cfg->device_key, NOISE_DHLEN);
+	if (noise_public_key(c->s_priv, c->s_pub) != 0) {
+		sodium_memzero(c->s_priv, sizeof(c->s_priv));
+		free(c);
+		return TERN_EINVAL;
+	}
 	if (cfg->node_key != NULL) {
 		memcpy(c->node_key, cfg->node_key, NOISE_DHLEN);
 		c->has_node_key = true;
@@ -1243,7 +1236,6 @@ client_start(struct client *c)
 	if (c->device_id == 0)
 		return TERN_ESTATE;
 	c->attempt = 0;
-	c->ik_failed = false;
 	c->stop_err = 0;
 	return client_connect(c);
 }
@@ -1283,7 +1275,6 @@ client_register(struct client *c, const char *invite,
 	c->reg_cb = cb;
 	c->reg_arg = arg;
 	c->attempt = 0;
-	c->ik_failed = false;
 	c->stop_err = 0;
 	if ((r = client_connect(c)) != 0) {
 		/* No callback after a synchronous failure. */

@@ -3,8 +3,8 @@
  * 2-4), shared by the tests, the benchmark tool, the tern CLI and the
  * terminal UI.
  *
- * A client connects to its node (Noise IK when the node's key is known,
- * else XX), logs in (or registers a new user), and then keeps the link up:
+ * A client connects to its node (Noise XX, pinning the node's key once
+ * known), logs in (or registers a new user), and then keeps the link up:
  * it sends PING when it has sent nothing for a while, notices a silent
  * node, and reconnects after a drop with exponential backoff and full
  * jitter. Envelopes given to client_send wait in an in-memory outbox until

@@ -134,8 +134,8 @@ chan_hs_begin(struct chan *c, const uint8_t s_priv[NOISE_DHLEN],
 int
 chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
     enum chan_pattern pattern, const uint8_t s_priv[NOISE_DHLEN],
-    const uint8_t *rs, uint32_t msg_cap, const struct chan_cbs *cbs,
-    void *arg)
+    const uint8_t *s_pub, const uint8_t *rs, uint32_t msg_cap,
+    const struct chan_cbs *cbs, void *arg)
 {
 	int r;
 
@@ -156,6 +156,13 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 		 * it in the (not yet used) rx key slot until then, and wipe
 		 * it there as soon as the handshake holds its own copy. */
 		memcpy(c->rx.k, s_priv, NOISE_DHLEN);
+		/* Like the private key, the public one waits in a key slot
+		 * not used before the handshake ends (tx's), and is wiped
+		 * there once it is copied. */
+		if (s_pub != NULL) {
+			memcpy(c->tx.k, s_pub, NOISE_DHLEN);
+			c->has_s_pub = true;
+		}
 		c->state = CHAN_S_PREAMBLE;
 		return 0;
 	}
@@ -164,22 +171,9 @@ chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
 	    (pattern == CHAN_IK && rs == NULL))
 		return TERN_EINVAL;
 	c->pattern = (uint8_t)pattern;
-	if ((r = chan_hs_begin(c, s_priv, NULL, rs)) != 0)
+	if ((r = chan_hs_begin(c, s_priv, s_pub, rs)) != 0)
 		return chan_fail(c, r);
 	c->state = CHAN_S_HANDSHAKE;
-	return 0;
-}
-
-int
-chan_set_static_pub(struct chan *c, const uint8_t pub[NOISE_DHLEN])
-{
-	if (c->role != CHAN_RESPONDER || c->state != CHAN_S_PREAMBLE ||
-	    c->hdr_len != 0)
-		return TERN_ESTATE;
-	/* Like the private key, it waits in a key slot not used before the
-	 * handshake ends (tx's), and is wiped there once it is copied. */
-	memcpy(c->tx.k, pub, NOISE_DHLEN);
-	c->has_s_pub = true;
 	return 0;
 }
 

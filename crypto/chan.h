@@ -117,7 +117,9 @@ struct chan {
 };
 
 /*
- * chan_init: a channel for role and kind with our static private key.
+ * chan_init: a channel for role and kind with our static private key and,
+ * if not NULL, its public key (which must match it): a caller that keeps
+ * the pair saves each handshake an X25519 operation (NULL: computed).
  * Initiators choose the pattern; for IK, rs is the responder's key and is
  * required; for XX, rs (if not NULL) is the key the responder must prove,
  * else any key is accepted and the caller checks chan_remote_key().
@@ -127,8 +129,8 @@ struct chan {
  */
 int chan_init(struct chan *c, enum chan_role role, enum chan_kind kind,
     enum chan_pattern pattern, const uint8_t s_priv[NOISE_DHLEN],
-    const uint8_t *rs, uint32_t msg_cap, const struct chan_cbs *cbs,
-    void *arg) TERN_WUR;
+    const uint8_t *s_pub, const uint8_t *rs, uint32_t msg_cap,
+    const struct chan_cbs *cbs, void *arg) TERN_WUR;
 
 /* chan_start: the initiator queues its preamble and first handshake
  * message. Responders don't call it. */
@@ -168,11 +170,6 @@ int chan_flush(struct chan *c) TERN_WUR;
 size_t chan_staged(const struct chan *c);
 /* chan_trim: gives back an empty stage buffer (a quiet connection). */
 void chan_trim(struct chan *c);
-
-/* chan_set_static_pub: a responder's own static public key, given so that
- * each handshake skips computing it (an X25519 operation). Between
- * chan_init and the first chan_feed; pub must match the private key. */
-int chan_set_static_pub(struct chan *c, const uint8_t pub[NOISE_DHLEN]) TERN_WUR;
 
 void chan_set_msg_cap(struct chan *c, uint32_t msg_cap);
 bool chan_is_open(const struct chan *c);

@@ -567,18 +567,14 @@ net_accept_cb(uv_stream_t *server, int status)
 		net_conn_abort(c, TERN_EBUSY);
 		return;
 	}
-	r = chan_init(&c->chan, CHAN_RESPONDER, l->kind, 0, l->s_priv, NULL,
-	    l->msg_cap, &net_chan_cbs, c);
+	r = chan_init(&c->chan, CHAN_RESPONDER, l->kind, 0, l->s_priv,
+	    l->s_pub, NULL, l->msg_cap, &net_chan_cbs, c);
 	if (r != 0) {
 		net_conn_abort(c, r);
 		return;
 	}
 	/* The messages of one turn share frames (net_flush seals them). */
 	chan_set_batching(&c->chan, true);
-	if ((r = chan_set_static_pub(&c->chan, l->s_pub)) != 0) {
-		net_conn_abort(c, r);
-		return;
-	}
 	if (uv_tcp_nodelay(&c->tcp, 1) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, net_alloc_cb,
 	    net_read_cb) != 0) {
@@ -805,8 +801,9 @@ net_connect_cb(uv_connect_t *req, int status)
 int
 net_connect(struct net_loop *nl, const char *host, uint16_t port,
     enum chan_kind kind, enum chan_pattern pattern,
-    const uint8_t s_priv[NOISE_DHLEN], const uint8_t *rs, uint32_t msg_cap,
-    const struct net_conn_cbs *cbs, size_t app_size, struct net_conn **out)
+    const uint8_t s_priv[NOISE_DHLEN], const uint8_t *s_pub, const uint8_t *rs,
+    uint32_t msg_cap, const struct net_conn_cbs *cbs, size_t app_size,
+    struct net_conn **out)
 {
 	struct sockaddr_storage ss;
 	struct net_creq *cr;
@@ -827,8 +824,8 @@ net_connect(struct net_loop *nl, const char *host, uint16_t port,
 	}
 	/* Until the connect callback, nothing may reach the owner: a
 	 * synchronous failure below closes with no callback at all. */
-	r = chan_init(&c->chan, CHAN_INITIATOR, kind, pattern, s_priv, rs,
-	    msg_cap, &net_chan_cbs, c);
+	r = chan_init(&c->chan, CHAN_INITIATOR, kind, pattern, s_priv, s_pub,
+	    rs, msg_cap, &net_chan_cbs, c);
 	if (r == 0) {
 		chan_set_batching(&c->chan, true);
 		r = chan_start(&c->chan);

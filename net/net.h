@@ -140,15 +140,17 @@ struct net_listener *net_conn_listener(const struct net_conn *c);
 void net_listener_close(struct net_listener *l);
 
 /*
- * net_connect: connects to host:port as initiator. rs: for IK, the
+ * net_connect: connects to host:port as initiator with our static key
+ * s_priv and, if the caller keeps it, its public key s_pub (NULL: the
+ * handshake computes it, one X25519 operation). rs: for IK, the
  * responder's key (required); for XX, the key it must prove, or NULL.
  * app_size as for net_listen. If it fails synchronously, no callback is
  * ever called.
  */
 int net_connect(struct net_loop *nl, const char *host, uint16_t port,
     enum chan_kind kind, enum chan_pattern pattern,
-    const uint8_t s_priv[NOISE_DHLEN], const uint8_t *rs, uint32_t msg_cap,
-    const struct net_conn_cbs *cbs, size_t app_size,
+    const uint8_t s_priv[NOISE_DHLEN], const uint8_t *s_pub, const uint8_t *rs,
+    uint32_t msg_cap, const struct net_conn_cbs *cbs, size_t app_size,
     struct net_conn **out) TERN_WUR;
 
 /* net_conn_send: queues one message; written at the end of this turn,

@@ -269,7 +269,7 @@ check_link(struct doc *d)
 
 	/* XX: learn whatever key the node holds, then judge it. */
 	r = net_connect(&d->nl, d->host, d->port, CHAN_KIND_FEDERATION,
-	    CHAN_XX, d->priv, NULL, MSG_MAX, &c_cbs, sizeof(struct doc *),
+	    CHAN_XX, d->priv, NULL, NULL, MSG_MAX, &c_cbs, sizeof(struct doc *),
 	    &d->c);
 	if (r != 0) {
 		doc_line(d, false, "reach", "cannot connect to %s:%u: %s",
@@ -423,7 +423,7 @@ probe(struct doc *d, const char *addr, uint16_t port, bool *reached,
 	d->opened = d->answered = d->closed = false;
 	d->ans.type = 0;
 	if (net_connect(&d->nl, addr, port, CHAN_KIND_FEDERATION, CHAN_XX,
-	    d->priv, NULL, MSG_MAX, &c_cbs, sizeof(struct doc *),
+	    d->priv, NULL, NULL, MSG_MAX, &c_cbs, sizeof(struct doc *),
 	    &d->c) != 0)
 		return;
 	*(struct doc **)net_conn_data(d->c) = d;

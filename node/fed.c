@@ -1763,8 +1763,8 @@ peer_dial(struct peer *p, const char *host, uint16_t port, const uint8_t *rs)
 	int r;
 
 	r = net_connect(f->nl, host, port, CHAN_KIND_FEDERATION,
-	    rs != NULL ? CHAN_IK : CHAN_XX, f->priv, rs, MSG_MAX, &out_cbs,
-	    sizeof(struct fconn), &c);
+	    rs != NULL ? CHAN_IK : CHAN_XX, f->priv, f->pub, rs, MSG_MAX,
+	    &out_cbs, sizeof(struct fconn), &c);
 	if (r != 0) {
 		log_warn("federation: connecting to %s at %s:%u: %s",
 		    p->domain, host, port, tern_strerror(r));

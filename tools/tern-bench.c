@@ -814,7 +814,8 @@ dev_connect(struct dev *d, int want)
 	B.pending++;
 	r = net_connect(&B.nl, "127.0.0.1", d->port != 0 ? d->port : B.port,
 	    CHAN_KIND_CLIENT, CHAN_XX,
-	    d->priv, NULL, MSG_MAX_UNAUTH, &dev_cbs, sizeof(struct dev *),
+	    d->priv, d->pub, NULL, MSG_MAX_UNAUTH, &dev_cbs,
+	    sizeof(struct dev *),
 	    &d->conn);
 	if (r != 0) {
 		B.pending--;

@@ -103,7 +103,7 @@ run(enum chan_pattern pat, const char *name)
 	    (r = net_listen(&C.nl, "127.0.0.1", 0, CHAN_KIND_CLIENT, C.ss,
 	    4096, &srv_cbs, 0, NULL, &l)) != 0 ||
 	    (r = net_connect(&C.nl, "127.0.0.1", net_listener_port(l),
-	    CHAN_KIND_CLIENT, pat, C.cs, C.spub, 4096, &cli_cbs, 0, &c)) != 0) {
+	    CHAN_KIND_CLIENT, pat, C.cs, NULL, C.spub, 4096, &cli_cbs, 0, &c)) != 0) {
 		fprintf(stderr, "selfcheck: %s\n", tern_strerror(r));
 		return 1;
 	}

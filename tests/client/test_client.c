@@ -65,7 +65,6 @@ static struct {
 	bool swallow;                /* don't answer SEND */
 	bool dup_sent;               /* answer every SEND twice */
 	bool mute;                   /* don't answer PING */
-	bool refuse_ik;              /* abort IK connections */
 	int hold;                    /* hold PROFILE_GETs until this many,
 	                                then answer them newest first; -1:
 	                                hold forever */
@@ -288,16 +287,10 @@ fake_open(struct net_conn *nc)
 {
 	F.opens++;
 	memcpy(F.remote, chan_remote_key(&nc->chan), 32);
-	if (nc->chan.pattern == CHAN_IK) {
+	if (nc->chan.pattern == CHAN_IK)
 		F.ik_opens++;
-		/* Abort, so that our half of the handshake never leaves: to
-		 * the client this looks like a node that could not read its
-		 * IK message. */
-		if (F.refuse_ik)
-			net_conn_abort(nc, TERN_EDECRYPT);
-	} else {
+	else
 		F.xx_opens++;
-	}
 }
 
 static void
@@ -726,14 +719,15 @@ TT_CASE(client__register__then_login)
 		TT_OK(client_node_key(K.c, key));
 		TT_MEMEQ(key, F.pub, 32);
 	}
-	/* The link drops: the next one logs in as device 1, by IK with the
-	 * key learnt on first contact. */
+	/* The link drops: the next one logs in as device 1, by XX pinning
+	 * the key learnt on first contact. */
 	fake_drop();
 	WAIT_FOR(K.online == 2);
 	TT_EQ(F.registers, 1);
 	TT_EQ(F.logins, 1);
 	TT_EQ(F.login_device, 1);
-	TT_EQ(F.ik_opens, 1);
+	TT_EQ(F.ik_opens, 0);
+	TT_EQ(F.xx_opens, 2);
 	TT_EQ(K.reg_calls, 1);
 	teardown();
 }
@@ -1249,25 +1243,24 @@ TT_CASE(client__close__while_connecting_and_waiting)
 	teardown();
 }
 
-TT_CASE(client__ik__falls_back_to_xx_pinned)
+TT_CASE(client__reconnect__xx_pinning_the_known_key)
 {
 	setup();
-	F.refuse_ik = true;
-	online(NULL);
-	TT_EQ(F.ik_opens, 1);
+	online(NULL); /* setup's config knows the node's key */
+	TT_EQ(F.ik_opens, 0);
 	TT_EQ(F.xx_opens, 1);
-	TT_EQ(K.waiting, 0); /* the retry is immediate, not a backoff */
-	TT_EQ(F.logins, 1);
-	/* Next time IK is tried first again. */
-	F.refuse_ik = false;
+	TT_MEMEQ(F.remote, K.cpub, 32);
 	fake_drop();
 	WAIT_FOR(K.online == 2);
-	TT_EQ(F.ik_opens, 2);
-	TT_EQ(F.xx_opens, 1);
+	TT_EQ(F.ik_opens, 0);
+	TT_EQ(F.xx_opens, 2);
+	TT_EQ(F.logins, 2);
+	/* The public key the client keeps is the one its handshake showed. */
+	TT_MEMEQ(F.remote, K.cpub, 32);
 	teardown();
 }
 
-TT_CASE(client__ik__changed_node_key_closes_with_ekey)
+TT_CASE(client__pin__changed_node_key_closes_with_ekey)
 {
 	struct client_config cfg;
 	uint8_t other_priv[32], other_pub[32];
@@ -1281,9 +1274,9 @@ TT_CASE(client__ik__changed_node_key_closes_with_ekey)
 	WAIT_FOR(K.closed_st == 1);
 	TT_EQ(K.last_err, TERN_EKEY);
 	TT_EQ(K.waiting, 0);
-	WAIT_FOR(F.closed == 2); /* one IK, one XX attempt */
+	WAIT_FOR(F.closed == 1); /* one XX attempt, stopped before message 3 */
 	wait_ms(3 * BACKOFF_MAX);
-	TT_EQ(F.closed, 2);
+	TT_EQ(F.closed, 1);
 	TT_EQ(F.opens, 0);
 	TT_EQ(F.logins, 0);
 	teardown();

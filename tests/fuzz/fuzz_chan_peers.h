@@ -83,13 +83,13 @@ fp_init(struct fp_peer *ini, struct fp_peer *res, enum chan_pattern pat,
 	if (noise_public_key(fp_res_s, res_pub) != 0)
 		return TERN_EKEY;
 	r = chan_init(&res->c, CHAN_RESPONDER, CHAN_KIND_CLIENT, 0, fp_res_s,
-	    NULL, 70000, &fp_cbs, res);
+	    NULL, NULL, 70000, &fp_cbs, res);
 	if (r == 0)
 		r = chan_test_set_ephemeral(&res->c, fp_res_e);
 	if (r == 0)
 		r = chan_init(&ini->c, CHAN_INITIATOR, CHAN_KIND_CLIENT, pat,
-		    fp_ini_s, pat == CHAN_IK ? res_pub : NULL, 70000, &fp_cbs,
-		    ini);
+		    fp_ini_s, NULL, pat == CHAN_IK ? res_pub : NULL, 70000,
+		    &fp_cbs, ini);
 	if (r == 0)
 		r = chan_test_set_ephemeral(&ini->c, fp_ini_e);
 	return r;

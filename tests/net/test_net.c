@@ -142,7 +142,7 @@ echo_run(enum chan_pattern pat, int n)
 	T.want = n;
 	port = listen_any();
 	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, pat,
-	    T.cs, T.spub, 4096, &cli_cbs, 0, &c));
+	    T.cs, NULL, T.spub, 4096, &cli_cbs, 0, &c));
 	tt_uv_close(&T.loop);
 	for (int i = 0; i < n; i++)
 		want_sum += (uint64_t)(i & 0xff);
@@ -177,7 +177,7 @@ TT_CASE(net__connect__refused_port_reports_unreach)
 	net_listener_close(T.l);
 	uv_run(&T.loop, UV_RUN_NOWAIT);
 	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, CHAN_XX,
-	    T.cs, NULL, 4096, &cli_cbs, 0, &c));
+	    T.cs, NULL, NULL, 4096, &cli_cbs, 0, &c));
 	tt_uv_close(&T.loop);
 	TT_EQ(T.cli.closed, 1);
 	TT_EQ(T.cli.close_err, TERN_EUNREACH);
@@ -190,9 +190,9 @@ TT_CASE(net__connect__bad_address_fails_synchronously)
 
 	net_test_setup(NULL);
 	TT_ERR(net_connect(&T.nl, "not-an-ip", 1, CHAN_KIND_CLIENT, CHAN_XX,
-	    T.cs, NULL, 4096, &cli_cbs, 0, &c), TERN_EINVAL);
+	    T.cs, NULL, NULL, 4096, &cli_cbs, 0, &c), TERN_EINVAL);
 	TT_ERR(net_connect(&T.nl, "127.0.0.1", 1, CHAN_KIND_CLIENT, CHAN_IK,
-	    T.cs, NULL, 4096, &cli_cbs, 0, &c), TERN_EINVAL);
+	    T.cs, NULL, NULL, 4096, &cli_cbs, 0, &c), TERN_EINVAL);
 	net_loop_close(&T.nl, NULL, NULL);
 	tt_uv_close(&T.loop);
 	TT_EQ(T.cli.closed, 0); /* no callback after a synchronous failure */
@@ -267,7 +267,7 @@ TT_CASE(net__idle__timeout_closes_quiet_connection)
 	net_test_setup(&cfg);
 	T.want = 0; /* the client sends nothing after the handshake */
 	TT_OK(net_connect(&T.nl, "127.0.0.1", listen_any(), CHAN_KIND_CLIENT,
-	    CHAN_XX, T.cs, NULL, 4096, &cli_cbs, 0, &c));
+	    CHAN_XX, T.cs, NULL, NULL, 4096, &cli_cbs, 0, &c));
 	tt_uv_close(&T.loop);
 	TT_EQ(T.srv.opened, 1);
 	TT_EQ(T.cli.opened, 1);
@@ -285,7 +285,7 @@ TT_CASE(net__close__loop_close_with_live_connections)
 	T.want = 0;
 	T.close_at = 1000; /* close explicitly below */
 	TT_OK(net_connect(&T.nl, "127.0.0.1", listen_any(), CHAN_KIND_CLIENT,
-	    CHAN_XX, T.cs, NULL, 4096, &cli_cbs, 0, &c));
+	    CHAN_XX, T.cs, NULL, NULL, 4096, &cli_cbs, 0, &c));
 	while (T.srv.opened == 0 || T.cli.opened == 0)
 		uv_run(&T.loop, UV_RUN_ONCE);
 	net_loop_close(&T.nl, NULL, NULL);
@@ -329,7 +329,7 @@ TT_CASE(net__send__over_output_cap_aborts)
 	net_test_setup(&cfg);
 	cap_sent = cap_err = 0;
 	TT_OK(net_connect(&T.nl, "127.0.0.1", listen_any(), CHAN_KIND_CLIENT,
-	    CHAN_XX, T.cs, NULL, 4096, &cap_cbs, 0, &c));
+	    CHAN_XX, T.cs, NULL, NULL, 4096, &cap_cbs, 0, &c));
 	tt_uv_close(&T.loop);
 	TT_ERR(cap_err, TERN_ENOMEM);
 	/* 100-byte messages, 102 bytes each staged, under a cap of 8192
@@ -408,11 +408,11 @@ TT_CASE(net__conn__pooled_by_size_or_from_malloc)
 	T.close_at = 2 * (int)POOL_CONNS;
 	port = listen_any();                 /* owner data of 16 bytes */
 	TT_ERR(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT,
-	    CHAN_XX, T.cs, NULL, 4096, &pool_cbs, NET_APP_MAX + 1, &c),
+	    CHAN_XX, T.cs, NULL, NULL, 4096, &pool_cbs, NET_APP_MAX + 1, &c),
 	    TERN_EINVAL);
 	for (size_t i = 0; i < POOL_CONNS; i++)
 		TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT,
-		    CHAN_XX, T.cs, NULL, 4096, &pool_cbs, pool_sizes[i],
+		    CHAN_XX, T.cs, NULL, NULL, 4096, &pool_cbs, pool_sizes[i],
 		    &pool_conn[i]));
 	while (T.cli.msgs < (int)POOL_CONNS)
 		uv_run(&T.loop, UV_RUN_ONCE);
@@ -453,7 +453,7 @@ TT_CASE(net__accept__no_memory_retried_not_stalled)
 	T.want = 20;
 	port = listen_any();
 	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, CHAN_XX,
-	    T.cs, T.spub, 4096, &cli_cbs, 0, &c));
+	    T.cs, NULL, T.spub, 4096, &cli_cbs, 0, &c));
 	/* The client's side exists already: what fails now is the
 	 * server's, three times over. */
 	T.nl.test_fail_conns = 3;

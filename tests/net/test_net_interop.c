@@ -175,7 +175,7 @@ interop_tern_initiator(enum chan_pattern pat, const char *name)
 	interop_setup('I');
 	port = interop_spawn("responder", 0, "-", "2");
 	TT_OK(net_connect(&T.nl, "127.0.0.1", port, CHAN_KIND_CLIENT, pat,
-	    T.s, T.ppub, 4096, &interop_cbs, 0, &c));
+	    T.s, NULL, T.ppub, 4096, &interop_cbs, 0, &c));
 	tt_uv_close(&T.loop);
 	interop_wait();
 	TT_EQ(T.sent, INTEROP_COUNT);

@@ -284,7 +284,7 @@ fk_connect(uint16_t port, const uint8_t *rs)
 	F.open = F.closed = false;
 	F.answers = 0;
 	TT_OK(net_connect(&F.nl, "127.0.0.1", port, CHAN_KIND_FEDERATION,
-	    CHAN_IK, F.priv, rs, MSG_MAX, &fk_cbs, 0, &F.c));
+	    CHAN_IK, F.priv, NULL, rs, MSG_MAX, &fk_cbs, 0, &F.c));
 	{
 		uint64_t end = ternd_now_ms() + 10000;
 		while (!F.open && !F.closed) {

@@ -515,7 +515,7 @@ o_link(void)
 	struct msg m = {.type = MSG_FED_HELLO};
 
 	TT_OK(net_connect(&T.nl, "127.0.0.1", T.n.fed_port,
-	    CHAN_KIND_FEDERATION, CHAN_IK, T.priv, T.node_key, MSG_MAX, &o_cbs,
+	    CHAN_KIND_FEDERATION, CHAN_IK, T.priv, NULL, T.node_key, MSG_MAX, &o_cbs,
 	    0, &T.link));
 	WAIT_FOR(T.open || T.closed);
 	TT_ASSERT(T.open);

@@ -1032,7 +1032,7 @@ TT_CASE(fedwb__destination_down_then_up)
 	TT_EQ(T.nrec, 0);
 	d_listen();
 	TT_OK(net_connect(&T.nl, "127.0.0.1", T.n.fed_port,
-	    CHAN_KIND_FEDERATION, CHAN_IK, T.priv, T.origin_key, MSG_MAX,
+	    CHAN_KIND_FEDERATION, CHAN_IK, T.priv, NULL, T.origin_key, MSG_MAX,
 	    &t_cbs, 0, &T.trig));
 	WAIT_FOR(T.trig_welcomed || T.trig_closed);
 	TT_ASSERT(T.trig_welcomed);

@@ -294,7 +294,7 @@ fk_link(const uint8_t priv[32], uint16_t port, const char *domain,
 	F.open = F.closed = false;
 	F.answers = 0;
 	TT_OK(net_connect(&F.nl, "127.0.0.1", port, CHAN_KIND_FEDERATION,
-	    CHAN_XX, priv, NULL, MSG_MAX, &fk_cbs, 0, &F.c));
+	    CHAN_XX, priv, NULL, NULL, MSG_MAX, &fk_cbs, 0, &F.c));
 	while (!F.open && !F.closed) {
 		uv_run(&F.loop, UV_RUN_NOWAIT);
 		TT_ASSERT(ternd_now_ms() < end);

@@ -1287,7 +1287,7 @@ raw_connect(struct net_loop *nl, struct rawc *r, enum chan_pattern pat,
 
 	noise_keypair_generate(priv, pub);
 	TT_OK(net_connect(nl, "127.0.0.1", T.node.port, CHAN_KIND_CLIENT, pat,
-	    priv, rs, MSG_MAX_UNAUTH, &raw_cbs, sizeof(r), &c));
+	    priv, NULL, rs, MSG_MAX_UNAUTH, &raw_cbs, sizeof(r), &c));
 	memcpy(net_conn_data(c), &r, sizeof(r));
 	return c;
 }
