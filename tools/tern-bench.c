@@ -883,8 +883,10 @@ devs_offline(void)
 			net_conn_close(B.devs[i].conn, 0);
 	while ((B.online > 0 || B.pending > 0) && now_ns() < end)
 		uv_run(&B.loop, UV_RUN_ONCE);
-	if (B.online > 0 || B.pending > 0)
-		fprintf(stderr, "online %u pending %u\n", B.online, B.pending), die("connections did not close");
+	if (B.online > 0 || B.pending > 0) {
+		fprintf(stderr, "online %u pending %u\n", B.online, B.pending);
+		die("connections did not close");
+	}
 }
 
 static void

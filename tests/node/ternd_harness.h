@@ -31,6 +31,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -61,6 +62,7 @@ struct ternd {
 	pid_t pid;                 /* the running node, or 0 */
 	int starts;                /* ternd run started so far */
 	bool registered;           /* in ternd_live, for the atexit handler */
+	bool tmpfs;                /* dir is a tmpfs mounted by ternd_init_on */
 };
 
 static struct ternd *ternd_live[TERND_MAX_LIVE];
@@ -97,26 +99,40 @@ ternd_log_tail(const struct ternd *t, size_t max)
 	free(s);
 }
 
-/* ternd_rmdir: removes a node directory (flat: the node makes no
- * subdirectories) and the directory itself. Only under /tmp. */
+/* ternd_rmdir_depth: removes what dir holds, and dir; subdirectories
+ * (the client tests keep device profiles in DIR/profiles/NAME) down to
+ * depth levels, never following a symbolic link. */
 static void
-ternd_rmdir(const char *dir)
+ternd_rmdir_depth(const char *dir, int depth)
 {
 	char path[TERND_PATH + 256];
 	struct dirent *e;
+	struct stat st;
 	DIR *d;
 
-	if (dir[0] == '\0' || strncmp(dir, "/tmp/", 5) != 0 ||
-	    (d = opendir(dir)) == NULL)
+	if ((d = opendir(dir)) == NULL)
 		return;
 	while ((e = readdir(d)) != NULL) {
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		(void)unlink(path);
+		if (depth > 0 && lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			ternd_rmdir_depth(path, depth - 1);
+		else
+			(void)unlink(path);
 	}
 	closedir(d);
 	(void)rmdir(dir);
+}
+
+/* ternd_rmdir: removes a node directory, what tests put in it, and the
+ * directory itself. Only under /tmp. */
+static void
+ternd_rmdir(const char *dir)
+{
+	if (dir[0] == '\0' || strncmp(dir, "/tmp/", 5) != 0)
+		return;
+	ternd_rmdir_depth(dir, 3);
 }
 
 /* ternd_atexit: a failed assertion left nodes running; end them. */
@@ -136,9 +152,13 @@ ternd_atexit(void)
 			t->pid = 0;
 			ternd_log_tail(t, 4000);
 		}
-		if (getenv("TERN_KEEP_DIRS") == NULL)
+		if (getenv("TERN_KEEP_DIRS") == NULL) {
+			/* A tmpfs goes with the process's mount namespace;
+			 * the mount point under it must go first. */
+			if (t->tmpfs)
+				(void)umount(t->dir);
 			ternd_rmdir(t->dir);
-		else
+		} else
 			fprintf(stderr, "kept %s\n", t->dir);
 	}
 }
@@ -336,12 +356,16 @@ ternd_conf_set(struct ternd *t, const char *key, const char *value)
 }
 
 /*
- * ternd_init: a new node directory under /tmp and `ternd init` in it,
+ * ternd_init_on: a new node directory under /tmp and `ternd init` in it,
  * listening for clients on a free loopback port, the admin API on a port
- * the kernel picks (found later in the run file).
+ * the kernel picks (found later in the run file). With tmpfs_opts, the
+ * directory is first made a tmpfs with those options (a small disk that
+ * can fill up): the caller has made its mount namespace its own
+ * (unshare(CLONE_NEWNS)), so the mount is seen by this process and the
+ * nodes it starts only; ternd_destroy unmounts it.
  */
 static void
-ternd_init(struct ternd *t, bool open_reg)
+ternd_init_on(struct ternd *t, bool open_reg, const char *tmpfs_opts)
 {
 	char listen[64];
 	int st;
@@ -350,6 +374,12 @@ ternd_init(struct ternd *t, bool open_reg)
 	snprintf(t->dir, sizeof(t->dir), "/tmp/ternd-test-XXXXXX");
 	TT_ASSERT(mkdtemp(t->dir) != NULL);
 	ternd_track(t);
+	if (tmpfs_opts != NULL) {
+		if (mount("tmpfs", t->dir, "tmpfs", 0, tmpfs_opts) != 0)
+			tt_fail(__FILE__, __LINE__, "mount tmpfs on %s: %s",
+			    t->dir, strerror(errno));
+		t->tmpfs = true;
+	}
 	snprintf(t->conf, sizeof(t->conf), "%s/ternd.conf", t->dir);
 	snprintf(t->log, sizeof(t->log), "%s/ternd.log", t->dir);
 	snprintf(t->runfile, sizeof(t->runfile), "%s/ternd.run", t->dir);
@@ -361,6 +391,12 @@ ternd_init(struct ternd *t, bool open_reg)
 	st = ternd_wait_exit(ternd_spawn(args, -1, -1), 10000);
 	TT_ASSERT(st != -1 && WIFEXITED(st));
 	TT_EQ(WEXITSTATUS(st), 0);
+}
+
+static void
+ternd_init(struct ternd *t, bool open_reg)
+{
+	ternd_init_on(t, open_reg, NULL);
 }
 
 /* ternd_read_runfile: the admin port if the run file names pid. */
@@ -494,6 +530,11 @@ ternd_destroy(struct ternd *t)
 	if (getenv("TERN_SHOW_LOG") != NULL)
 		ternd_log_tail(t, 1u << 20);
 	ternd_untrack(t);
+	if (t->tmpfs) {
+		/* Its files go with it; then the (empty) mount point. */
+		TT_EQ(umount(t->dir), 0);
+		t->tmpfs = false;
+	}
 	ternd_rmdir(t->dir);
 }
 

@@ -4,8 +4,9 @@
  * process (ternd_harness.h), and drives devices with the client library
  * (client.h) on one real uv loop in this process: registration and
  * login, delivery online and from the offline queue, durability across
- * SIGKILL and SIGTERM, retries, expiry notices, quotas, classes, presence
- * and privacy, bad input, and the operator commands and metrics.
+ * SIGKILL and SIGTERM, a full disk, retries, expiry notices, quotas,
+ * classes, presence and privacy, bad input, and the operator commands and
+ * metrics.
  *
  * Waits are bounded by a watchdog timer (WATCHDOG_MS) and end on real
  * events (a callback, a process exit), never on the passage of time.
@@ -13,6 +14,12 @@
  * leave the node in the order they were stored, so once a marker sent
  * last has arrived, anything stored before it has arrived too.
  */
+#define _GNU_SOURCE /* unshare(), CLONE_NEWNS for the disk-full case */
+#include <errno.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
 #include <sodium.h>
 
 #include "client.h"
@@ -39,6 +46,7 @@ struct dl_rec {
 	char from[ADDR_BUF];        /* sender address */
 	char payload[64];           /* payload (short texts only) */
 	size_t plen;                /* its length */
+	uint64_t psum;              /* payload_sum() of the whole payload */
 	uint64_t ts;                /* sender timestamp */
 	uint64_t received_ms;       /* node's receipt time */
 };
@@ -193,6 +201,17 @@ p_sent(struct client *c, const uint8_t id[MSG_ID_LEN], int status)
 	p->sent[p->nsent++].status = status;
 }
 
+/* payload_sum: FNV-1a over a payload, to check large ones whole. */
+static uint64_t
+payload_sum(const uint8_t *p, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
 static void
 p_deliver(struct client *c, const struct msg_deliver *d)
 {
@@ -208,6 +227,7 @@ p_deliver(struct client *c, const struct msg_deliver *d)
 	r->plen = d->payload.len;
 	copy_str(r->payload, sizeof(r->payload), (const char *)d->payload.p,
 	    d->payload.len);
+	r->psum = payload_sum(d->payload.p, d->payload.len);
 	r->ts = d->timestamp_ms;
 	r->received_ms = d->received_ms;
 }
@@ -547,8 +567,10 @@ wait_live(struct peer *sender, struct peer *rcpt)
 
 /* --- set-up ------------------------------------------------------------ */
 
+/* setup_on: the loop, the watchdog and a node made by `ternd init`, its
+ * directory a tmpfs with tmpfs_opts if not NULL (ternd_init_on). */
 static void
-setup(bool open_reg)
+setup_on(bool open_reg, const char *tmpfs_opts)
 {
 	TT_ASSERT(sodium_init() >= 0);
 	signal(SIGPIPE, SIG_IGN);
@@ -556,7 +578,16 @@ setup(bool open_reg)
 	TT_OK(uv_loop_init(&T.loop));
 	uv_timer_init(&T.loop, &T.watchdog);
 	uv_timer_start(&T.watchdog, watchdog_cb, WATCHDOG_MS, 0);
-	ternd_init(&T.node, open_reg);
+	if (tmpfs_opts != NULL)
+		ternd_init_on(&T.node, open_reg, tmpfs_opts);
+	else
+		ternd_init(&T.node, open_reg);
+}
+
+static void
+setup(bool open_reg)
+{
+	setup_on(open_reg, NULL);
 }
 
 /* teardown: clients closed, the node stopped with SIGTERM (exit 0, clean
@@ -864,6 +895,114 @@ TT_CASE(ternd__store__sent_survives_sigkill)
 }
 
 /* --- 5. retries -------------------------------------------------------- */
+
+/*
+ * Disk full, the whole node: the database on a 4 MiB tmpfs of its own (a
+ * private mount namespace; needs CAP_SYS_ADMIN, which the suite has as
+ * root). SENDs that can't be stored get ERROR EDISK and no SENT, the node
+ * keeps serving, and once space is freed it stores again by itself;
+ * everything it answered SENT for reaches the recipient after a restart,
+ * whole and once, and nothing it refused does.
+ */
+#define DF_PAYLOAD 60000   /* bytes per envelope: the disk fills quickly */
+#define DF_ROOM (640 * 1024) /* bytes left free for the database */
+
+static void
+df_send(struct peer *alice, const struct peer *bob, uint32_t n,
+    uint8_t *buf)
+{
+	uint8_t id[MSG_ID_LEN];
+
+	make_id(id, 'f', n);
+	for (size_t i = 0; i < DF_PAYLOAD; i++)
+		buf[i] = (uint8_t)(n * 131 + i * 7 + (i >> 9));
+	TT_OK(client_send(alice->c, id, bob->addr, 1, MSG_CLASS_MESSAGE,
+	    1700000000000ull + n, buf, DF_PAYLOAD));
+}
+
+TT_CASE(ternd__store__disk_full_edisk_then_recovers)
+{
+	static uint8_t buf[DF_PAYLOAD];
+	struct peer *alice, *bob;
+	char filler[TERND_PATH];
+	struct statvfs sv;
+	uint64_t room;
+	uint32_t n, full_at = 0;
+	int fd, st = 1, nsent;
+
+	if (unshare(CLONE_NEWNS) != 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+		printf("skip: no mount namespace of our own (%s)\n",
+		    strerror(errno));
+		return;
+	}
+	setup_on(true, "size=4m,mode=0700");
+	ternd_start(&T.node);
+	two_users(&alice, &bob, false);
+
+	/* Fill the disk but for DF_ROOM. */
+	snprintf(filler, sizeof(filler), "%s/filler", T.node.dir);
+	TT_EQ(statvfs(T.node.dir, &sv), 0);
+	room = (uint64_t)sv.f_bavail * sv.f_frsize;
+	TT_ASSERT(room > DF_ROOM + DF_PAYLOAD);
+	TT_ASSERT((fd = open(filler, O_WRONLY | O_CREAT | O_EXCL, 0600)) >= 0);
+	for (uint64_t left = room - DF_ROOM; left > 0;) {
+		size_t k = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+		TT_EQ(write(fd, buf, k), (ssize_t)k);
+		left -= k;
+	}
+	TT_EQ(close(fd), 0);
+
+	/* One at a time, until the node can't store one. */
+	for (n = 1; n <= 64 && full_at == 0; n++) {
+		df_send(alice, bob, n, buf);
+		WAIT_FOR(sent_count(alice, 'f', n, &st) == 1);
+		if (st != 0) {
+			TT_ERR(st, TERN_EDISK);
+			full_at = n;
+		}
+	}
+	printf("disk full at envelope %u of %u bytes\n", full_at, DF_PAYLOAD);
+	TT_ASSERT(full_at > 1); /* some fitted, then the disk was full */
+	/* The node keeps serving, and a retry while full is refused too. */
+	roundtrip(alice);
+	df_send(alice, bob, full_at, buf);
+	WAIT_FOR(sent_count(alice, 'f', full_at, &st) == 2);
+	TT_ERR(st, TERN_EDISK);
+	roundtrip(alice);
+
+	/* Space comes back: the same envelope and three more are stored. */
+	TT_EQ(unlink(filler), 0);
+	for (n = full_at; n <= full_at + 3; n++) {
+		df_send(alice, bob, n, buf);
+		WAIT_FOR(sent_count(alice, 'f', n, &st) ==
+		    (n == full_at ? 3 : 1));
+		TT_EQ(st, 0);
+	}
+	nsent = sent_ok(alice);
+	TT_EQ(nsent, (int)full_at + 3);
+
+	/* Across a restart, bob gets exactly what was answered SENT, in
+	 * order, whole. */
+	(void)ternd_stop(&T.node);
+	ternd_start(&T.node);
+	TT_OK(peer_login(bob));
+	WAIT_FOR(bob->ndl == nsent);
+	roundtrip(bob);
+	TT_EQ(bob->ndl, nsent);
+	for (int i = 0; i < nsent; i++) {
+		uint8_t id[MSG_ID_LEN];
+
+		make_id(id, 'f', (uint32_t)i + 1);
+		TT_MEMEQ(bob->dl[i].id, id, MSG_ID_LEN);
+		TT_EQ(bob->dl[i].plen, DF_PAYLOAD);
+		for (size_t j = 0; j < DF_PAYLOAD; j++)
+			buf[j] = (uint8_t)((uint32_t)(i + 1) * 131 + j * 7 +
+			    (j >> 9));
+		TT_EQ(bob->dl[i].psum, payload_sum(buf, DF_PAYLOAD));
+	}
+	teardown();
+}
 
 TT_CASE(ternd__send__retry_same_id_one_copy)
 {
