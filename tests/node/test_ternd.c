@@ -907,6 +907,14 @@ TT_CASE(ternd__store__sent_survives_sigkill)
 #define DF_PAYLOAD 60000   /* bytes per envelope: the disk fills quickly */
 #define DF_ROOM (640 * 1024) /* bytes left free for the database */
 
+/* df_fill: envelope n's payload, different for every n. */
+static void
+df_fill(uint8_t *buf, uint32_t n)
+{
+	for (size_t i = 0; i < DF_PAYLOAD; i++)
+		buf[i] = (uint8_t)(n * 131 + i * 7 + (i >> 9));
+}
+
 static void
 df_send(struct peer *alice, const struct peer *bob, uint32_t n,
     uint8_t *buf)
@@ -914,8 +922,7 @@ df_send(struct peer *alice, const struct peer *bob, uint32_t n,
 	uint8_t id[MSG_ID_LEN];
 
 	make_id(id, 'f', n);
-	for (size_t i = 0; i < DF_PAYLOAD; i++)
-		buf[i] = (uint8_t)(n * 131 + i * 7 + (i >> 9));
+	df_fill(buf, n);
 	TT_OK(client_send(alice->c, id, bob->addr, 1, MSG_CLASS_MESSAGE,
 	    1700000000000ull + n, buf, DF_PAYLOAD));
 }
@@ -996,9 +1003,7 @@ TT_CASE(ternd__store__disk_full_edisk_then_recovers)
 		make_id(id, 'f', (uint32_t)i + 1);
 		TT_MEMEQ(bob->dl[i].id, id, MSG_ID_LEN);
 		TT_EQ(bob->dl[i].plen, DF_PAYLOAD);
-		for (size_t j = 0; j < DF_PAYLOAD; j++)
-			buf[j] = (uint8_t)((uint32_t)(i + 1) * 131 + j * 7 +
-			    (j >> 9));
+		df_fill(buf, (uint32_t)i + 1);
 		TT_EQ(bob->dl[i].psum, payload_sum(buf, DF_PAYLOAD));
 	}
 	teardown();
