@@ -149,6 +149,12 @@ tt_bindable(int socktype, uint16_t port)
 uint16_t
 tt_free_port(void)
 {
+	/* Ports handed out before, by this process: a case draws several
+	 * (a node's client and federation ports, a proxy's) before it binds
+	 * any, so a draw must not repeat an earlier one. */
+	enum { TT_GIVEN_MAX = 256 };
+	static uint16_t given[TT_GIVEN_MAX];
+	static size_t ngiven;
 	unsigned lo = 32768, hi = 60999, base = 10000;
 	uint16_t r;
 	FILE *f;
@@ -167,10 +173,16 @@ tt_free_port(void)
 		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
 			tt_fail(__FILE__, __LINE__, "getrandom failed");
 		r = (uint16_t)(base + r % (lo - base));
+		for (size_t k = 0; k < ngiven && k < TT_GIVEN_MAX; k++)
+			if (given[k] == r)
+				r = 0;
 		/* Both kinds: a server may take the port for either (dnsmasq
 		 * binds both). */
-		if (tt_bindable(SOCK_STREAM, r) && tt_bindable(SOCK_DGRAM, r))
+		if (r != 0 && tt_bindable(SOCK_STREAM, r) &&
+		    tt_bindable(SOCK_DGRAM, r)) {
+			given[ngiven++ % TT_GIVEN_MAX] = r;
 			return r;
+		}
 	}
 	tt_fail(__FILE__, __LINE__, "no free port found");
 }
